@@ -1,0 +1,1 @@
+"""Webhook gateway: verify, store and dispatch provider webhooks."""
