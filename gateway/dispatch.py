@@ -1,0 +1,530 @@
+"""Handler registration and dispatch: signals, ``on``, retries, dead letters.
+
+Handlers are blinker receivers, one signal per event type; a signal whose
+name ends in ``*`` is a prefix wildcard (``message.*``, ``*``). Receivers
+are held strongly, whichever way they were connected (field case 8).
+
+The :class:`Dispatcher` runs in a background thread of each worker
+process. It claims stored events from the store with a lease, calls every
+matching handler on its own (one handler's failure never stops another),
+records each outcome, retries failed handlers with exponential backoff
+and jitter, and dead-letters a handler after its last retry
+(CONTRACT.md section 3). Handlers run at least once: a worker that dies
+mid-dispatch leaves a lease that expires, and the event is claimed again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import importlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, TypeVar
+
+from blinker import ANY, NamedSignal
+
+from .errors import HandlerLoadError, StoreError
+from .store import HandlerRun, Store, StoredEvent
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[..., Any]
+F = TypeVar("F", bound=Handler)
+MAX_ERROR_CHARS = 2000
+CLAIM_BATCH = 20
+ENTRY_POINT_GROUP = "gateway.handlers"
+
+_signals: dict[str, GatewaySignal] = {}
+_signals_lock = threading.Lock()
+_generation = 0
+current_store: contextvars.ContextVar[Store | None] = contextvars.ContextVar(
+    "current_store", default=None
+)
+
+
+class GatewaySignal(NamedSignal):
+    """A blinker signal whose receivers are held strongly by default.
+
+    Blinker's own default is a weak reference, which silently drops a
+    lambda, a ``functools.partial`` or a bound method of an object nobody
+    else keeps at the next garbage collection (field case 8).
+    """
+
+    def connect(self, receiver: F, sender: Any = ANY, weak: bool = False) -> F:
+        """Connect ``receiver``; strongly unless ``weak=True`` is asked."""
+        global _generation
+        connected = super().connect(receiver, sender=sender, weak=weak)
+        _generation += 1
+        return connected
+
+    def disconnect(self, receiver: Handler, sender: Any = ANY) -> None:
+        """Disconnect ``receiver`` from this signal."""
+        global _generation
+        super().disconnect(receiver, sender=sender)
+        _generation += 1
+
+
+class DoNotRetry(Exception):
+    """Raised by a handler whose failure no retry can fix.
+
+    The (event, handler) pair goes straight to the dead letters.
+    """
+
+
+def signal(name: str) -> GatewaySignal:
+    """Return the signal for an event type or a ``prefix*`` pattern.
+
+    The same name always gives the same signal object.
+    """
+    with _signals_lock:
+        found = _signals.get(name)
+        if found is None:
+            found = _signals[name] = GatewaySignal(name)
+        return found
+
+
+def on(event_type: str, *, source: str | None = None) -> Callable[[F], F]:
+    """Connect the decorated function to the signal of ``event_type``.
+
+    ``event_type`` is an exact type (``message.delivered``), a prefix
+    wildcard (``message.*``) or ``*`` for every event. With ``source``,
+    the handler runs only for events of that source. The function is
+    called as ``handler(source, event=event)`` and returned unchanged.
+    """
+    if not event_type or not isinstance(event_type, str):
+        raise ValueError("on() needs an event type such as 'message.delivered'.")
+
+    def decorator(function: F) -> F:
+        signal(event_type).connect(function, sender=ANY if source is None else source)
+        return function
+
+    return decorator
+
+
+def handler_name(receiver: Handler) -> str:
+    """Return a stable name for a receiver, used to record its outcomes."""
+    target: Any = receiver
+    while isinstance(target, functools.partial):
+        target = target.func
+    module = getattr(target, "__module__", None) or type(target).__module__
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return f"{module}.{qualname}"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One receiver as the dispatcher sees it: its name and callable."""
+
+    name: str
+    receiver: Handler
+    pattern: str
+
+
+def matching_handlers(source: str, event_type: str) -> list[Binding]:
+    """Return the handlers for an event, exact matches first, names unique."""
+    with _signals_lock:
+        candidates = [
+            item
+            for name, item in _signals.items()
+            if _pattern_matches(name, event_type)
+        ]
+    candidates.sort(key=lambda item: (item.name.endswith("*"), -len(item.name)))
+    bindings: list[Binding] = []
+    seen: set[str] = set()
+    for item in candidates:
+        for receiver in item.receivers_for(source):
+            name = handler_name(receiver)
+            if name in seen:
+                name = f"{name}[{item.name}]"
+            if name in seen:
+                continue
+            seen.add(name)
+            bindings.append(Binding(name, receiver, item.name))
+    return bindings
+
+
+def handlers_by_pattern() -> dict[str, list[str]]:
+    """Return the loaded handler names per event type or pattern."""
+    with _signals_lock:
+        items = list(_signals.items())
+    return {
+        name: sorted(
+            handler_name(receiver)
+            for receiver in item.receivers.values()
+            if callable(receiver)
+        )
+        for name, item in sorted(items)
+        if item.receivers
+    }
+
+
+def receiver_count() -> int:
+    """Return how many receivers are connected across all signals."""
+    with _signals_lock:
+        return sum(len(item.receivers) for item in _signals.values())
+
+
+def backoff_seconds(attempt: int, base_seconds: float, *, jitter: float = 0.2) -> float:
+    """Delay before retry number ``attempt`` (1-based): base * 2^(attempt-1).
+
+    With the default base of 2 s the delays are about 2, 4, 8 s; each is
+    spread by up to ``jitter`` (a fraction) either way so that retries of
+    a burst do not arrive together.
+    """
+    delay = base_seconds * (2 ** (attempt - 1))
+    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+
+
+@dataclass(frozen=True)
+class HandlerOutcome:
+    """What one handler did with one event in one dispatch."""
+
+    handler: str
+    status: str
+    attempt: int
+    duration_ms: float
+    error: str | None = None
+
+
+class Dispatcher:
+    """Claims stored events and runs their handlers, in one worker process.
+
+    ``run_once`` does one pass synchronously (tests and the CLI use it);
+    ``start`` runs passes in a daemon thread, woken by :meth:`wake` after
+    each stored delivery and otherwise every ``poll_interval_seconds``.
+    Callbacks in ``observers`` receive each :class:`HandlerOutcome` with
+    its event, for metrics and live tails.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_retries: int = 3,
+        retry_base_seconds: float = 2.0,
+        lease_seconds: float = 60.0,
+        poll_interval_seconds: float = 1.0,
+        handler_time_budget_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.store = store
+        self.max_retries = max_retries
+        self.retry_base_seconds = retry_base_seconds
+        self.lease_seconds = lease_seconds
+        self.poll_interval_seconds = poll_interval_seconds
+        self.handler_time_budget_seconds = handler_time_budget_seconds
+        self.clock = clock
+        self.observers: list[Callable[[StoredEvent, HandlerOutcome], None]] = []
+        self.owner = _owner_name()
+        self._wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self.last_pass_at: float | None = None
+
+    # -- lifecycle -----------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread in this process if not running.
+
+        Safe to call often and after a fork: a child process gets its own
+        thread and owner name.
+        """
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self.owner = _owner_name()
+                self._thread = None
+                self._stopping = threading.Event()
+                self._wakeup = threading.Event()
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping.clear()
+            self._thread = threading.Thread(
+                target=self._loop, name="gateway-dispatcher", daemon=True
+            )
+            self._thread.start()
+
+    def is_running(self) -> bool:
+        """Whether the background thread of this process is alive."""
+        return (
+            self._pid == os.getpid()
+            and self._thread is not None
+            and self._thread.is_alive()
+        )
+
+    def wake(self) -> None:
+        """Ask the background thread for a pass now (a delivery was stored)."""
+        self._wakeup.set()
+
+    def stop(self, timeout_seconds: float = 20.0) -> None:
+        """Stop claiming, finish the handler under way, release leases.
+
+        Events claimed but not started are released at once, so another
+        worker can take them without waiting for the lease to expire.
+        """
+        self._stopping.set()
+        self._wakeup.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            thread.join(timeout_seconds)
+        try:
+            released = self.store.release_claims(self.owner)
+        except StoreError:
+            logger.warning("releasing claims at shutdown failed", exc_info=True)
+        else:
+            if released:
+                logger.info("released claims at shutdown", extra={"count": released})
+
+    # -- work ------------------------------------------------------------
+
+    def run_once(self, *, limit: int = CLAIM_BATCH) -> int:
+        """Claim due events and dispatch them; return how many were handled."""
+        now = self.clock()
+        self.last_pass_at = now
+        claimed = self.store.claim_due(
+            self.owner, now=now, lease_seconds=self.lease_seconds, limit=limit
+        )
+        handled = 0
+        for index, stored in enumerate(claimed):
+            if self._stopping.is_set():
+                # Give back what we will not start, so nothing waits a lease.
+                for rest in claimed[index:]:
+                    self._release(rest)
+                break
+            self.dispatch(stored)
+            handled += 1
+        return handled
+
+    def run_until_idle(self, *, max_passes: int = 1000) -> int:
+        """Run passes until nothing is due; return events handled (tests)."""
+        total = 0
+        for _ in range(max_passes):
+            handled = self.run_once()
+            total += handled
+            if not handled:
+                break
+        return total
+
+    def dispatch(self, stored: StoredEvent) -> list[HandlerOutcome]:
+        """Run every matching, unfinished handler of a claimed event.
+
+        Records each outcome, then releases the claim with the event's new
+        status: ``done``, ``dead`` (some handler dead-lettered) or
+        ``pending`` until the earliest retry.
+        """
+        event = stored.event
+        bindings = matching_handlers(event.source, event.type)
+        runs = self.store.handler_runs(stored.pk)
+        outcomes: list[HandlerOutcome] = []
+        if not bindings:
+            logger.warning(
+                "no handler for event",
+                extra={
+                    "source": event.source,
+                    "event_id": event.id,
+                    "event_type": event.type,
+                },
+            )
+        started = self.clock()
+        token = current_store.set(self.store)
+        try:
+            for binding in bindings:
+                run = runs.get(binding.name)
+                if not _is_due(run, self.clock()):
+                    continue
+                if self._stopping.is_set():
+                    break
+                if self.clock() - started > self.lease_seconds / 2:
+                    self.store.extend_claim(
+                        stored.pk, self.owner, self.clock() + self.lease_seconds
+                    )
+                    started = self.clock()
+                outcome = self._run_handler(stored, binding, run)
+                outcomes.append(outcome)
+        finally:
+            current_store.reset(token)
+        self._finish(stored, bindings)
+        return outcomes
+
+    def _run_handler(
+        self, stored: StoredEvent, binding: Binding, run: HandlerRun | None
+    ) -> HandlerOutcome:
+        attempt = (run.attempts if run and run.status == "retrying" else 0) + 1
+        event = dataclasses.replace(stored.event, attempt=attempt)
+        fields = {
+            "source": event.source,
+            "event_id": event.id,
+            "event_type": event.type,
+            "handler": binding.name,
+            "attempt": attempt,
+        }
+        started = time.perf_counter()
+        error: str | None = None
+        failure: BaseException | None = None
+        retry = True
+        try:
+            binding.receiver(event.source, event=event)
+        except DoNotRetry as err:
+            error, failure, retry = _describe(err), err, False
+        except Exception as err:  # one handler's failure must not stop the others
+            error, failure = _describe(err), err
+        duration_ms = (time.perf_counter() - started) * 1000
+        now = self.clock()
+        next_attempt_at: float | None = None
+        if error is None:
+            status = "ok"
+        elif retry and attempt <= self.max_retries:
+            status = "retrying"
+            next_attempt_at = now + backoff_seconds(attempt, self.retry_base_seconds)
+        else:
+            status = "dead"
+        self.store.record_attempt(
+            stored.pk,
+            binding.name,
+            attempt=attempt,
+            status=status,
+            error=error,
+            duration_ms=duration_ms,
+            now=now,
+            next_attempt_at=next_attempt_at,
+        )
+        fields["duration_ms"] = round(duration_ms, 3)
+        fields["status"] = status
+        if status == "ok":
+            logger.info("handler succeeded", extra=fields)
+        elif status == "retrying":
+            logger.warning(
+                "handler failed, retry scheduled", extra=fields, exc_info=failure
+            )
+        else:
+            logger.error(
+                "handler failed, dead-lettered", extra=fields, exc_info=failure
+            )
+        if duration_ms > self.handler_time_budget_seconds * 1000:
+            logger.warning("handler ran past its time budget", extra=fields)
+        outcome = HandlerOutcome(binding.name, status, attempt, duration_ms, error)
+        for observer in self.observers:
+            try:
+                observer(stored, outcome)
+            except Exception:  # an observer must not break dispatch
+                logger.exception("dispatch observer failed")
+        return outcome
+
+    def _finish(self, stored: StoredEvent, bindings: list[Binding]) -> None:
+        runs = self.store.handler_runs(stored.pk)
+        now = self.clock()
+        pending_times = [
+            run.next_attempt_at or now
+            for binding in bindings
+            if (run := runs.get(binding.name)) is None or run.status == "retrying"
+        ]
+        if pending_times:
+            status, due = "pending", min(pending_times)
+        elif any(run.status == "dead" for run in runs.values()):
+            status, due = "dead", now
+        else:
+            status, due = "done", now
+        self.store.finish_claim(
+            stored.pk, self.owner, status=status, next_attempt_at=due, now=now
+        )
+
+    def _release(self, stored: StoredEvent) -> None:
+        self.store.finish_claim(
+            stored.pk,
+            self.owner,
+            status="pending",
+            next_attempt_at=self.clock(),
+            now=self.clock(),
+        )
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                handled = self.run_once()
+            except StoreError:
+                logger.error("dispatcher pass failed; will retry", exc_info=True)
+                handled = 0
+            except Exception:  # the thread must survive anything a pass raises
+                logger.exception("dispatcher pass failed unexpectedly")
+                handled = 0
+            if handled:
+                continue
+            self._wakeup.wait(self.poll_interval_seconds)
+            self._wakeup.clear()
+
+
+def iter_signals() -> Iterator[tuple[str, GatewaySignal]]:
+    """Yield (name, signal) for every signal created so far."""
+    with _signals_lock:
+        items = list(_signals.items())
+    yield from items
+
+
+def _pattern_matches(pattern: str, event_type: str) -> bool:
+    if pattern.endswith("*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type
+
+
+def _is_due(run: HandlerRun | None, now: float) -> bool:
+    if run is None:
+        return True
+    if run.status != "retrying":
+        return False
+    return run.next_attempt_at is None or run.next_attempt_at <= now
+
+
+def _describe(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text[:MAX_ERROR_CHARS]
+
+
+def _owner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def load_handlers(modules: Iterable[str]) -> list[str]:
+    """Import handler modules and ``gateway.handlers`` entry points.
+
+    Importing a module runs its ``@on`` decorators. Returns the names
+    loaded. Already imported modules are not imported twice.
+
+    :raises HandlerLoadError: naming the module that failed to import.
+    """
+    loaded: list[str] = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # any import failure stops start-up, named
+            raise HandlerLoadError(
+                f"handler module {name!r} could not be imported: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        loaded.append(name)
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as err:  # any import failure stops start-up, named
+            raise HandlerLoadError(
+                f"handler entry point {entry_point.name!r} ({entry_point.value}) "
+                f"could not be loaded: {type(err).__name__}: {err}"
+            ) from err
+        loaded.append(entry_point.value)
+    if loaded:
+        logger.info(
+            "handlers loaded",
+            extra={"modules": ",".join(loaded), "receivers": receiver_count()},
+        )
+    return loaded

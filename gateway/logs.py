@@ -1,0 +1,170 @@
+"""Log set-up and redaction.
+
+Only this module configures log handlers. Records are written as one
+JSON object per line (or a readable ``key=value`` line with
+``GATEWAY_LOG_FORMAT=text``). A :class:`RedactionFilter` on the handler
+removes every configured secret, bearer token and signature value from
+the message, the arguments, the extra fields and the traceback before a
+record is written, whichever module logged it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+MASK = "[redacted]"
+MIN_SECRET_CHARS = 4
+# Attributes every LogRecord has; anything else on a record came from extra=.
+_STANDARD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+) | {"message", "asctime", "taskName"}
+_SENSITIVE_FIELDS = re.compile(
+    r"(secret|password|token|api_key|apikey|authorization|signature|cookie)", re.I
+)
+_PATTERNS = [
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"\bwh(sec|sk|pk)_[A-Za-z0-9+/=]+"),
+    re.compile(r"(?i)\b(sha256=|v0=|v1=)[0-9a-f]{16,}"),
+    re.compile(r"\bv1a?,[A-Za-z0-9+/]{20,}={0,2}"),
+]
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Add values that must never appear in any log line."""
+    with _secrets_lock:
+        _secrets.update(value for value in values if len(value) >= MIN_SECRET_CHARS)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with secrets, tokens and signature values masked."""
+    with _secrets_lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    for pattern in _PATTERNS:
+        text = pattern.sub(MASK, text)
+    return text
+
+
+class RedactionFilter(logging.Filter):
+    """Masks secrets in a record's message, extra fields and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; always keep it."""
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(
+                "".join(traceback.format_exception(*record.exc_info))
+            )
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        for name, value in list(vars(record).items()):
+            if name in _STANDARD_ATTRIBUTES:
+                continue
+            if _SENSITIVE_FIELDS.search(name):
+                setattr(record, name, MASK)
+            elif isinstance(value, str):
+                setattr(record, name, redact(value))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as a single JSON line."""
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        current = request_id.get()
+        if current:
+            entry["request_id"] = current
+        entry.update(_extra_fields(record))
+        if record.exc_text:
+            entry["traceback"] = record.exc_text
+        elif record.exc_info:
+            entry["traceback"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """A readable line: time, level, message, then ``key=value`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one line (plus a traceback, if any)."""
+        fields = _extra_fields(record)
+        current = request_id.get()
+        if current:
+            fields["request_id"] = current
+        line = f"{self.formatTime(record)} {record.levelname:<7} {record.getMessage()}"
+        if fields:
+            line += " " + " ".join(
+                f"{key}={_text_value(val)}" for key, val in fields.items()
+            )
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        return line
+
+
+def configure(level: str = "INFO", log_format: str = "json") -> None:
+    """Send the gateway's logs to stderr, structured and redacted.
+
+    Idempotent: calling it again replaces the handler it installed.
+    """
+    root = logging.getLogger("gateway")
+    for handler in list(root.handlers):
+        if getattr(handler, "_gateway_handler", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._gateway_handler = True  # type: ignore[attr-defined]
+    handler.addFilter(RedactionFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = True
+    for name in ("handlers",):
+        plugin_logger = logging.getLogger(name)
+        if not plugin_logger.handlers:
+            plugin_logger.addHandler(handler)
+            plugin_logger.setLevel(level)
+            plugin_logger.propagate = True
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        name: value
+        for name, value in vars(record).items()
+        if name not in _STANDARD_ATTRIBUTES and not name.startswith("_")
+    }
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text

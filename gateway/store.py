@@ -1,0 +1,841 @@
+"""Durable event store: the inbox, deduplication and handler outcomes.
+
+One SQL design serves two back-ends: SQLite (embedded default, WAL mode,
+``synchronous=FULL`` so an acknowledged event survives a crash) and
+PostgreSQL (many workers on many hosts, claims with ``FOR UPDATE SKIP
+LOCKED``). Deduplication is the unique key on (source, event id), so it
+holds across processes. The store knows nothing of HTTP; driver errors
+are translated to :class:`StoreError` at this boundary.
+
+All times are unix seconds (float).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import ConfigError, StoreError
+from .events import Event
+
+logger = logging.getLogger(__name__)
+
+EVENT_STATUSES = ("pending", "done", "dead")
+RUN_STATUSES = ("ok", "retrying", "dead")
+_EVENT_COLUMNS = (
+    "pk, source, event_id, type, received_at, payload, headers, status, key_id"
+)
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS events (
+        pk {serial} PRIMARY KEY,
+        source TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at {real} NOT NULL,
+        payload TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        key_id TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        next_attempt_at {real} NOT NULL,
+        lease_owner TEXT,
+        lease_until {real},
+        finished_at {real},
+        UNIQUE (source, event_id)
+    )""",
+    """CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at)
+        WHERE status = 'pending'""",
+    "CREATE INDEX IF NOT EXISTS events_received ON events (received_at)",
+    """CREATE TABLE IF NOT EXISTS handler_runs (
+        event_pk BIGINT NOT NULL REFERENCES events (pk) ON DELETE CASCADE,
+        handler TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        last_error TEXT,
+        next_attempt_at {real},
+        duration_ms {real},
+        updated_at {real} NOT NULL,
+        PRIMARY KEY (event_pk, handler)
+    )""",
+    "CREATE INDEX IF NOT EXISTS handler_runs_dead ON handler_runs (status)",
+    """CREATE TABLE IF NOT EXISTS handler_attempts (
+        event_pk BIGINT NOT NULL REFERENCES events (pk) ON DELETE CASCADE,
+        handler TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        duration_ms {real} NOT NULL,
+        at {real} NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS handler_attempts_event
+        ON handler_attempts (event_pk)""",
+    """CREATE TABLE IF NOT EXISTS messages (
+        message_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        rank INTEGER NOT NULL,
+        status_at {real},
+        updated_at {real} NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS message_history (
+        message_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_at {real},
+        event_id TEXT,
+        error TEXT,
+        recorded_at {real} NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS message_history_id
+        ON message_history (message_id)""",
+]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the store holds it, with its inbox bookkeeping."""
+
+    pk: int
+    event: Event
+    status: str
+    key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HandlerRun:
+    """The latest outcome of one handler for one event."""
+
+    handler: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: float | None
+    duration_ms: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one handler on one event."""
+
+    handler: str
+    attempt: int
+    status: str
+    error: str | None
+    duration_ms: float
+    at: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An (event, handler) pair whose retries are exhausted."""
+
+    pk: int
+    source: str
+    event_id: str
+    type: str
+    handler: str
+    attempts: int
+    last_error: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class MessageUpdate:
+    """One recorded status change of an outbound message."""
+
+    message_id: str
+    status: str
+    status_at: float | None
+    event_id: str | None
+    error: str | None
+    recorded_at: float
+
+
+class _Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def fetchone(self) -> Any: ...
+
+
+class Store(ABC):
+    """Persistence for events, handler outcomes and message statuses.
+
+    Thread-safe: each thread uses its own connection (SQLite) or a pooled
+    one (PostgreSQL). Every method raises :class:`StoreError` on failure.
+    """
+
+    kind: str = ""
+    _claim_suffix = ""
+
+    # -- connection handling, per back-end -------------------------------
+
+    @abstractmethod
+    def _transaction(self) -> Any:
+        """Return a context manager yielding a cursor inside one transaction."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release every connection."""
+
+    def _sql(self, statement: str) -> str:
+        return statement
+
+    def _ddl(self) -> list[str]:
+        return [
+            statement.format(serial="INTEGER", real="REAL") for statement in _SCHEMA
+        ]
+
+    # -- schema and health -------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create the tables and indexes this version needs, if missing."""
+        with self._transaction() as cursor:
+            for statement in self._ddl():
+                cursor.execute(statement)
+
+    def ping(self) -> None:
+        """Check the store answers; raise :class:`StoreError` if not."""
+        with self._transaction() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+
+    # -- the inbox -----------------------------------------------------------
+
+    def insert_event(self, event: Event, key_id: str | None = None) -> bool:
+        """Store a new event durably; return False if (source, id) exists.
+
+        The write is committed before this returns, so the caller may
+        acknowledge the delivery.
+        """
+        received = event.received_at.timestamp()
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO events (source, event_id, type, received_at, payload,"
+                    " headers, key_id, status, next_attempt_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
+                    " ON CONFLICT (source, event_id) DO NOTHING RETURNING pk"
+                ),
+                (
+                    event.source,
+                    event.id,
+                    event.type,
+                    received,
+                    _dump(event.payload),
+                    _dump(dict(event.headers)),
+                    key_id,
+                    received,
+                ),
+            )
+            return cursor.fetchone() is not None
+
+    def claim_due(
+        self, owner: str, *, now: float, lease_seconds: float, limit: int = 10
+    ) -> list[StoredEvent]:
+        """Lease up to ``limit`` due events to ``owner`` atomically.
+
+        An event is due when pending, its next attempt time has come and no
+        live lease holds it; a lease left by a dead worker expires after
+        ``lease_seconds`` and the event is claimed again.
+        """
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "UPDATE events SET lease_owner = ?, lease_until = ?"
+                    " WHERE pk IN (SELECT pk FROM events WHERE status = 'pending'"
+                    " AND next_attempt_at <= ?"
+                    " AND (lease_until IS NULL OR lease_until < ?)"
+                    " ORDER BY next_attempt_at LIMIT ?" + self._claim_suffix + ")"
+                    f" RETURNING {_EVENT_COLUMNS}"
+                ),
+                (owner, now + lease_seconds, now, now, limit),
+            )
+            rows = cursor.fetchall()
+        return sorted((_stored_event(row) for row in rows), key=lambda item: item.pk)
+
+    def extend_claim(self, pk: int, owner: str, until: float) -> bool:
+        """Push out the lease ``owner`` holds on an event; False if lost."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "UPDATE events SET lease_until = ? WHERE pk = ? AND lease_owner = ?"
+                    " RETURNING pk"
+                ),
+                (until, pk, owner),
+            )
+            return cursor.fetchone() is not None
+
+    def finish_claim(
+        self, pk: int, owner: str, *, status: str, next_attempt_at: float, now: float
+    ) -> None:
+        """Release ``owner``'s lease and set the event's status.
+
+        :param status: ``pending`` (retries remain, due at
+            ``next_attempt_at``), ``done`` or ``dead``.
+        """
+        if status not in EVENT_STATUSES:
+            raise ValueError(f"unknown event status {status!r}")
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "UPDATE events SET status = ?, next_attempt_at = ?,"
+                    " lease_owner = NULL, lease_until = NULL, finished_at = ?"
+                    " WHERE pk = ? AND lease_owner = ?"
+                ),
+                (
+                    status,
+                    next_attempt_at,
+                    None if status == "pending" else now,
+                    pk,
+                    owner,
+                ),
+            )
+
+    def release_claims(self, owner: str) -> int:
+        """Give back every lease ``owner`` holds (graceful shutdown)."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "UPDATE events SET lease_owner = NULL, lease_until = NULL"
+                    " WHERE lease_owner = ? RETURNING pk"
+                ),
+                (owner,),
+            )
+            return len(cursor.fetchall())
+
+    # -- handler outcomes ------------------------------------------------
+
+    def handler_runs(self, pk: int) -> dict[str, HandlerRun]:
+        """Return each handler's latest outcome for an event, by name."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT handler, status, attempts, last_error, next_attempt_at,"
+                    " duration_ms, updated_at FROM handler_runs WHERE event_pk = ?"
+                ),
+                (pk,),
+            )
+            rows = cursor.fetchall()
+        return {row[0]: HandlerRun(*row) for row in rows}
+
+    def record_attempt(
+        self,
+        pk: int,
+        handler: str,
+        *,
+        attempt: int,
+        status: str,
+        error: str | None,
+        duration_ms: float,
+        now: float,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """Record one try of a handler and its resulting state.
+
+        :param status: ``ok``, ``retrying`` (due again at
+            ``next_attempt_at``) or ``dead``.
+        """
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown handler status {status!r}")
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO handler_attempts (event_pk, handler, attempt, status,"
+                    " error, duration_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (pk, handler, attempt, status, error, duration_ms, now),
+            )
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO handler_runs (event_pk, handler, status, attempts,"
+                    " last_error, next_attempt_at, duration_ms, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (event_pk, handler) DO UPDATE SET"
+                    " status = excluded.status, attempts = excluded.attempts,"
+                    " last_error = excluded.last_error,"
+                    " next_attempt_at = excluded.next_attempt_at,"
+                    " duration_ms = excluded.duration_ms,"
+                    " updated_at = excluded.updated_at"
+                ),
+                (
+                    pk,
+                    handler,
+                    status,
+                    attempt,
+                    error,
+                    next_attempt_at,
+                    duration_ms,
+                    now,
+                ),
+            )
+
+    def attempts(self, pk: int) -> list[Attempt]:
+        """Every recorded try of every handler for an event, oldest first."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT handler, attempt, status, error, duration_ms, at"
+                    " FROM handler_attempts WHERE event_pk = ? ORDER BY at, attempt"
+                ),
+                (pk,),
+            )
+            return [Attempt(*row) for row in cursor.fetchall()]
+
+    # -- reading ---------------------------------------------------------
+
+    def get_event(self, pk: int) -> StoredEvent | None:
+        """Return the event with this store key, or None."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(f"SELECT {_EVENT_COLUMNS} FROM events WHERE pk = ?"), (pk,)
+            )
+            row = cursor.fetchone()
+        return _stored_event(row) if row else None
+
+    def find_event(
+        self, event_id: str, source: str | None = None
+    ) -> StoredEvent | None:
+        """Return the newest event with this id (in ``source`` if given)."""
+        query = f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = ?"
+        params: list[Any] = [event_id]
+        if source:
+            query += " AND source = ?"
+            params.append(source)
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(query + " ORDER BY pk DESC LIMIT 1"), params)
+            row = cursor.fetchone()
+        return _stored_event(row) if row else None
+
+    def list_events(
+        self,
+        *,
+        source: str | None = None,
+        type_prefix: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before_pk: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredEvent]:
+        """Return events newest first, filtered; page with ``before_pk``."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("source = ?", source),
+            ("status = ?", status),
+            ("received_at >= ?", since),
+            ("received_at < ?", until),
+            ("pk < ?", before_pk),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if type_prefix:
+            if type_prefix.endswith("*"):
+                clauses.append("substr(type, 1, ?) = ?")
+                params.extend([len(type_prefix) - 1, type_prefix[:-1]])
+            else:
+                clauses.append("type = ?")
+                params.append(type_prefix)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        params.append(limit)
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    f"SELECT {_EVENT_COLUMNS} FROM events{where}"
+                    " ORDER BY pk DESC LIMIT ?"
+                ),
+                params,
+            )
+            return [_stored_event(row) for row in cursor.fetchall()]
+
+    def dead_letters(self, *, limit: int = 1000) -> list[DeadLetter]:
+        """Return dead (event, handler) pairs, oldest first."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT e.pk, e.source, e.event_id, e.type, r.handler, r.attempts,"
+                    " r.last_error, r.updated_at FROM handler_runs r"
+                    " JOIN events e ON e.pk = r.event_pk WHERE r.status = 'dead'"
+                    " ORDER BY r.updated_at, e.pk LIMIT ?"
+                ),
+                (limit,),
+            )
+            return [DeadLetter(*row) for row in cursor.fetchall()]
+
+    def backlog(self) -> tuple[int, float | None]:
+        """Return (events not yet fully dispatched, oldest one's receipt time)."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "SELECT COUNT(*), MIN(received_at) FROM events WHERE status = 'pending'"
+            )
+            count, oldest = cursor.fetchone()
+        return int(count), oldest
+
+    def counts_by_status(self) -> dict[str, int]:
+        """Return how many events the store holds in each status."""
+        with self._transaction() as cursor:
+            cursor.execute("SELECT status, COUNT(*) FROM events GROUP BY status")
+            return {status: int(count) for status, count in cursor.fetchall()}
+
+    # -- replay and retention ----------------------------------------------
+
+    def requeue(
+        self,
+        pks: Iterable[int],
+        *,
+        now: float,
+        handlers: Sequence[str] | None = None,
+        include_succeeded: bool = False,
+    ) -> int:
+        """Make events due again for their unfinished or chosen handlers.
+
+        Dead handlers get fresh retries. Handlers that succeeded run again
+        only with ``include_succeeded``. ``handlers`` limits the reset to
+        those names. Returns how many events were queued.
+        """
+        statuses = ["dead", "retrying"] + (["ok"] if include_succeeded else [])
+        queued = 0
+        with self._transaction() as cursor:
+            for pk in pks:
+                query = (
+                    "DELETE FROM handler_runs WHERE event_pk = ? AND status IN (?, ?"
+                )
+                query += ", ?)" if include_succeeded else ")"
+                params: list[Any] = [pk, *statuses]
+                if handlers:
+                    query += " AND handler IN (" + ", ".join("?" * len(handlers)) + ")"
+                    params.extend(handlers)
+                cursor.execute(self._sql(query), params)
+                cursor.execute(
+                    self._sql(
+                        "UPDATE events SET status = 'pending', next_attempt_at = ?,"
+                        " finished_at = NULL WHERE pk = ? RETURNING pk"
+                    ),
+                    (now, pk),
+                )
+                queued += len(cursor.fetchall())
+        return queued
+
+    def dead_letter_pks(self) -> list[int]:
+        """Return the store keys of events with at least one dead handler."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT event_pk FROM handler_runs WHERE status = 'dead'"
+                " ORDER BY event_pk"
+            )
+            return [int(row[0]) for row in cursor.fetchall()]
+
+    def purge_dead_letters(self, pks: Sequence[int] | None = None) -> int:
+        """Forget dead letters (all, or of the given events) without replay.
+
+        The events become ``done``; returns how many pairs were purged.
+        """
+        with self._transaction() as cursor:
+            query = "DELETE FROM handler_runs WHERE status = 'dead'"
+            params: list[Any] = []
+            if pks is not None:
+                if not pks:
+                    return 0
+                query += " AND event_pk IN (" + ", ".join("?" * len(pks)) + ")"
+                params.extend(pks)
+            cursor.execute(self._sql(query + " RETURNING event_pk"), params)
+            touched = {row[0] for row in cursor.fetchall()}
+            for pk in touched:
+                cursor.execute(
+                    self._sql(
+                        "UPDATE events SET status = 'done' WHERE pk = ?"
+                        " AND status = 'dead'"
+                    ),
+                    (pk,),
+                )
+        return len(touched)
+
+    def prune(self, *, older_than: float) -> int:
+        """Delete fully dispatched events received before ``older_than``.
+
+        Pending events and events with dead letters are kept, so nothing
+        unprocessed is lost. Returns how many events were deleted.
+        """
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "DELETE FROM events WHERE status = 'done' AND received_at < ?"
+                    " RETURNING pk"
+                ),
+                (older_than,),
+            )
+            return len(cursor.fetchall())
+
+    # -- message status tracking (CONTRACT.md section 7) -------------------
+
+    def record_message_status(
+        self,
+        message_id: str,
+        *,
+        status: str,
+        rank: int,
+        status_at: float | None,
+        event_id: str | None,
+        error: str | None,
+        now: float,
+    ) -> bool:
+        """Add a status to a message's history; advance it if ``rank`` is higher.
+
+        Returns True when the message's current status changed. A status
+        of lower or equal rank is kept in the history only, so the current
+        status never moves backwards.
+        """
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO message_history (message_id, status, status_at,"
+                    " event_id, error, recorded_at) VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (message_id, status, status_at, event_id, error, now),
+            )
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO messages (message_id, status, rank, status_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (message_id) DO UPDATE SET status = excluded.status,"
+                    " rank = excluded.rank, status_at = excluded.status_at,"
+                    " updated_at = excluded.updated_at"
+                    " WHERE excluded.rank > messages.rank RETURNING message_id"
+                ),
+                (message_id, status, rank, status_at, now),
+            )
+            return cursor.fetchone() is not None
+
+    def message_status(self, message_id: str) -> str | None:
+        """Return a message's current status, or None if unknown."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql("SELECT status FROM messages WHERE message_id = ?"),
+                (message_id,),
+            )
+            row = cursor.fetchone()
+        return row[0] if row else None
+
+    def message_history(self, message_id: str) -> list[MessageUpdate]:
+        """Return every status recorded for a message, in arrival order."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT message_id, status, status_at, event_id, error, recorded_at"
+                    " FROM message_history WHERE message_id = ?"
+                    " ORDER BY recorded_at"
+                ),
+                (message_id,),
+            )
+            return [MessageUpdate(*row) for row in cursor.fetchall()]
+
+    def message_counts(self) -> dict[str, int]:
+        """Return how many messages are currently in each status."""
+        with self._transaction() as cursor:
+            cursor.execute("SELECT status, COUNT(*) FROM messages GROUP BY status")
+            return {status: int(count) for status, count in cursor.fetchall()}
+
+
+class SQLiteStore(Store):
+    """The embedded store: one SQLite file in WAL mode.
+
+    Each thread opens its own connection. Writes wait up to
+    ``busy_timeout_ms`` for the file lock held by another process.
+    """
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout_ms: int = 10_000):
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create the folder of {path}") from err
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed event survives power loss, not only a crash.
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Cursor]:
+        try:
+            connection = self._connection()
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            self._local.connection = None
+            raise StoreError(f"the SQLite store is unavailable: {err}") from err
+        try:
+            yield cursor
+            cursor.execute("COMMIT")
+        except sqlite3.Error as err:
+            _rollback(connection)
+            raise StoreError(f"the SQLite store failed: {err}") from err
+        except BaseException:
+            _rollback(connection)
+            raise
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                try:
+                    connection.close()
+                except sqlite3.Error:
+                    logger.debug("closing a SQLite connection failed", exc_info=True)
+            self._connections.clear()
+        self._local = threading.local()
+
+
+class PostgresStore(Store):
+    """The shared store for many workers and hosts, on PostgreSQL.
+
+    Uses a psycopg connection pool per process (``pool_size``
+    connections). Claims lock rows with ``FOR UPDATE SKIP LOCKED`` so
+    concurrent dispatchers never take the same event.
+    """
+
+    kind = "postgresql"
+    _claim_suffix = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, *, pool_size: int = 4, timeout_seconds: float = 5.0):
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError as err:
+            raise ConfigError(
+                "the PostgreSQL store needs psycopg and psycopg_pool"
+            ) from err
+        self._errors: tuple[type[BaseException], ...] = (
+            psycopg.Error,
+            _pool_error(),
+        )
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(pool_size, 1),
+            timeout=timeout_seconds,
+            open=False,
+            check=ConnectionPool.check_connection,
+            kwargs={"connect_timeout": max(int(timeout_seconds), 1)},
+        )
+        self._opened = False
+        self._open_lock = threading.Lock()
+
+    def _sql(self, statement: str) -> str:
+        return _to_format_params(statement)
+
+    def _ddl(self) -> list[str]:
+        return [
+            statement.format(serial="BIGSERIAL", real="DOUBLE PRECISION")
+            for statement in _SCHEMA
+        ]
+
+    def _ensure_open(self) -> None:
+        if not self._opened:
+            with self._open_lock:
+                if not self._opened:
+                    self._pool.open(wait=False)
+                    self._opened = True
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Cursor]:
+        try:
+            self._ensure_open()
+            with self._pool.connection() as connection:
+                with connection.transaction(), connection.cursor() as cursor:
+                    yield cursor
+        except self._errors as err:
+            raise StoreError(
+                f"the PostgreSQL store failed: {type(err).__name__}"
+            ) from err
+
+    def migrate(self) -> None:
+        # An advisory lock keeps concurrent workers from racing on DDL.
+        with self._transaction() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(727274)")
+            for statement in self._ddl():
+                cursor.execute(statement)
+
+    def close(self) -> None:
+        if self._opened:
+            self._pool.close()
+            self._opened = False
+
+
+def open_store(url: str, *, pool_size: int = 4) -> Store:
+    """Open the store named by a ``GATEWAY_DATABASE_URL`` value.
+
+    :raises ConfigError: the URL names no supported back-end.
+    """
+    if url.startswith("sqlite:///"):
+        return SQLiteStore(url[len("sqlite:///") :] or ":memory:")
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url, pool_size=pool_size)
+    raise ConfigError(
+        "GATEWAY_DATABASE_URL must start with sqlite:/// or postgresql://"
+    )
+
+
+def _stored_event(row: Sequence[Any]) -> StoredEvent:
+    pk, source, event_id, type_, received_at, payload, headers, status, key_id = row
+    event = Event(
+        id=event_id,
+        type=type_,
+        source=source,
+        received_at=datetime.fromtimestamp(received_at, tz=UTC),
+        payload=json.loads(payload),
+        headers=json.loads(headers),
+    )
+    return StoredEvent(pk=int(pk), event=event, status=status, key_id=key_id)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    try:
+        connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        logger.debug("rollback failed", exc_info=True)
+
+
+def _to_format_params(statement: str) -> str:
+    return _QUESTION_MARK.sub("%s", statement)
+
+
+def _pool_error() -> type[BaseException]:
+    from psycopg_pool import PoolTimeout
+
+    return PoolTimeout
+
+
+_QUESTION_MARK = re.compile(r"\?")

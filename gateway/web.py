@@ -1,0 +1,382 @@
+"""The Flask application: the webhook route, health routes, error handling.
+
+The webhook view follows CONTRACT.md section 1 in order, cheapest refusal
+first: unknown source, method, rate limit (flask-limiter, before the
+view), body size, signature over the raw bytes, parsing, deduplication,
+durable storage, then the answer; handlers run afterwards in the
+dispatcher thread. Views raise :class:`GatewayError`; the one error
+handler here turns it into JSON.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask_limiter import Limiter, RateLimitExceeded
+from werkzeug.exceptions import (
+    ClientDisconnected,
+    HTTPException,
+    RequestEntityTooLarge,
+)
+
+from . import logs
+from .config import (
+    Settings,
+    SourceConfig,
+    load_settings,
+    secret_values,
+    take_generated_secrets,
+)
+from .dispatch import Dispatcher, load_handlers, receiver_count
+from .errors import (
+    GatewayError,
+    InvalidPayload,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    StoreError,
+    Unavailable,
+    UnknownSource,
+)
+from .events import make_event, parse_delivery
+from .limiter import (
+    build_limiter,
+    check_storage,
+    limit_webhooks,
+    retry_after_seconds,
+    trust_proxies,
+)
+from .store import Store, open_store
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 64 * 1024
+REQUEST_ID_HEADER = "X-Request-Id"
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass
+class Gateway:
+    """Everything one app instance runs on, kept in ``app.extensions``."""
+
+    settings: Settings
+    store: Store
+    dispatcher: Dispatcher
+    limiter: Limiter
+    clock: Callable[[], float]
+    delivery_observers: list[Callable[[Mapping[str, Any]], None]] = field(
+        default_factory=list
+    )
+    schema_ready: bool = False
+
+    def ensure_schema(self) -> None:
+        """Create the store's schema once; retried while the store is down."""
+        if not self.schema_ready:
+            self.store.migrate()
+            self.schema_ready = True
+
+
+def create_app(
+    config: Mapping[str, Any] | Settings | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> Flask:
+    """Build the gateway application.
+
+    :param config: a :class:`Settings`, or values that override the
+        environment, keyed by variable name (``INTEGRATION_SECRET_KEY``...).
+    :param clock: the time source in unix seconds (tests freeze it).
+    :raises ConfigError: the configuration is invalid or a handler module
+        cannot be imported; the message names the key or module.
+    """
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    logs.configure(settings.log_level, settings.log_format)
+    logs.register_secrets(secret_values(settings))
+    _announce_generated_secrets()
+    load_handlers(settings.handler_modules)
+    clock = clock or time.time
+
+    app = Flask("gateway")
+    app.config["MAX_CONTENT_LENGTH"] = max(
+        source.max_body_bytes for source in settings.sources.values()
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    trust_proxies(app, settings.trusted_proxies)
+    limiter = build_limiter(app, settings)
+    store = open_store(settings.database_url)
+    dispatcher = Dispatcher(
+        store,
+        max_retries=settings.max_retries,
+        retry_base_seconds=settings.retry_base_seconds,
+        lease_seconds=settings.lease_seconds,
+        poll_interval_seconds=settings.poll_interval_seconds,
+        handler_time_budget_seconds=settings.handler_time_budget_seconds,
+        clock=clock,
+    )
+    gateway = Gateway(settings, store, dispatcher, limiter, clock)
+    app.extensions["gateway"] = gateway
+    try:
+        gateway.ensure_schema()
+    except StoreError:
+        logger.error("event store unreachable at start-up; will retry", exc_info=True)
+
+    blueprint = _routes(settings.sources, limiter)
+    app.register_blueprint(blueprint)
+    _register_error_handlers(app)
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+
+    _warn_risky_settings(settings)
+    logger.info(
+        "gateway ready",
+        extra={
+            "env": settings.env,
+            "sources": ",".join(sorted(settings.sources)),
+            "store": store.kind,
+            "handlers": receiver_count(),
+        },
+    )
+    if settings.dispatcher_enabled:
+        dispatcher.start()
+        atexit.register(dispatcher.stop, 5.0)
+    return app
+
+
+def get_gateway(app: Flask | None = None) -> Gateway:
+    """Return the :class:`Gateway` of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    gateway: Gateway = target.extensions["gateway"]
+    return gateway
+
+
+def _routes(sources: Mapping[str, SourceConfig], limiter: Limiter) -> Blueprint:
+    blueprint = Blueprint("gateway", __name__)
+
+    @blueprint.route(
+        "/api/webhooks/<source>", methods=_METHODS, provide_automatic_options=False
+    )
+    @limit_webhooks(limiter, sources)
+    def receive(source: str) -> tuple[Response, int]:
+        return _receive(source)
+
+    @blueprint.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok"})
+
+    @blueprint.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        return _readiness()
+
+    return blueprint
+
+
+def _receive(source_name: str) -> tuple[Response, int]:
+    gateway = get_gateway()
+    source = gateway.settings.sources.get(source_name)
+    g.delivery = {"source": source_name}
+    if source is None:
+        raise UnknownSource()
+    if request.method != "POST":
+        raise MethodNotAllowed()
+    body = _read_body(source.max_body_bytes)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    verification = source.scheme.verify(
+        body,
+        headers,
+        source.keys,
+        now=gateway.clock(),
+        tolerance_seconds=source.tolerance_seconds,
+    )
+    g.delivery["key_id"] = verification.key_id
+    delivery = parse_delivery(
+        source.scheme_name, body, request.headers.get("Content-Type"), headers
+    )
+    if delivery.challenge is not None:
+        g.delivery["event_type"] = delivery.event_type
+        return jsonify({"challenge": delivery.challenge}), 200
+    event = make_event(
+        source=source.name,
+        delivery=delivery,
+        received_at=gateway.clock(),
+        headers=headers,
+        signature_headers=source.scheme.signature_headers,
+    )
+    g.delivery.update(event_id=event.id, event_type=event.type)
+    try:
+        gateway.ensure_schema()
+        inserted = gateway.store.insert_event(event, verification.key_id)
+    except StoreError as err:
+        raise Unavailable(detail=f"event store write failed: {err}") from err
+    g.delivery["duplicate"] = not inserted
+    if inserted:
+        gateway.dispatcher.wake()
+    answer = {"received": True, "id": event.id, "duplicate": not inserted}
+    return jsonify(answer), (202 if inserted else 200)
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """Read the raw body, refusing it once it passes ``max_bytes``.
+
+    Decided from Content-Length when given, else by a bounded read, so an
+    endless chunked body never fills memory. The raw bytes are read
+    before anything could parse the body (field cases 1 and 2).
+    """
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge()
+    stream = request.stream
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while True:
+            chunk = stream.read(min(READ_CHUNK_BYTES, max_bytes + 1 - total))
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:
+                raise PayloadTooLarge()
+            chunks.append(chunk)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge() from None
+    except ClientDisconnected:
+        raise InvalidPayload("The body ended before its announced length.") from None
+    return b"".join(chunks)
+
+
+def _readiness() -> tuple[Response, int]:
+    gateway = get_gateway()
+    checks: dict[str, str] = {}
+    try:
+        gateway.ensure_schema()
+        gateway.store.ping()
+        checks["store"] = "ok"
+    except StoreError:
+        checks["store"] = "unreachable"
+    checks["limiter"] = "ok" if check_storage(gateway.limiter) else "unreachable"
+    if gateway.settings.dispatcher_enabled:
+        gateway.dispatcher.start()
+        checks["dispatcher"] = "ok" if gateway.dispatcher.is_running() else "stopped"
+    ready = all(value == "ok" for value in checks.values())
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return jsonify(body), (200 if ready else 503)
+
+
+def _before_request() -> None:
+    g.started = time.perf_counter()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _is_request_id(incoming) else uuid.uuid4().hex
+    g.token = logs.request_id.set(g.request_id)
+    gateway = get_gateway()
+    if gateway.settings.dispatcher_enabled:
+        gateway.dispatcher.start()
+
+
+def _after_request(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    delivery = g.get("delivery")
+    if delivery is not None:
+        fields = dict(delivery)
+        fields["status"] = response.status_code
+        fields.setdefault("code", g.get("error_code"))
+        fields["duration_ms"] = round((time.perf_counter() - g.started) * 1000, 3)
+        fields["client_ip"] = request.remote_addr
+        if g.get("error_detail"):
+            fields["reason"] = g.error_detail
+        logger.info("delivery", extra=fields)
+        for observer in get_gateway().delivery_observers:
+            try:
+                observer(fields)
+            except Exception:  # an observer must never break an answer
+                logger.exception("delivery observer failed")
+    token = g.pop("token", None)
+    if token is not None:
+        logs.request_id.reset(token)
+    return response
+
+
+def _register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(GatewayError, _gateway_error)
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _gateway_error(error: GatewayError) -> tuple[Response, int]:
+    g.error_code = error.code
+    g.error_detail = error.detail if error.detail != error.public_message else None
+    response = jsonify({"error": error.public_message, "code": error.code})
+    if isinstance(error, MethodNotAllowed):
+        response.headers["Allow"] = "POST"
+    if isinstance(error, Unavailable):
+        response.headers["Retry-After"] = str(error.retry_after_seconds)
+    return response, error.status
+
+
+def _rate_limited(_: RateLimitExceeded) -> tuple[Response, int]:
+    if g.get("delivery") is None:
+        g.delivery = {"source": (request.view_args or {}).get("source")}
+    response, status = _gateway_error(RateLimited())
+    response.headers["Retry-After"] = str(retry_after_seconds(get_gateway().limiter))
+    return response, status
+
+
+def _http_error(error: HTTPException) -> tuple[Response, int]:
+    if isinstance(error, RequestEntityTooLarge):
+        return _gateway_error(PayloadTooLarge())
+    if error.code == 405:
+        return _gateway_error(MethodNotAllowed())
+    if error.code == 404:
+        return _gateway_error(NotFound())
+    if error.code is not None and 400 <= error.code < 500:
+        return _gateway_error(InvalidPayload("The request could not be read."))
+    return _unexpected_error(error)
+
+
+def _unexpected_error(error: Exception) -> tuple[Response, int]:
+    # A bug: logged once with its traceback; the client sees no detail.
+    logger.error("unexpected error", exc_info=error)
+    g.error_code = "internal_error"
+    body = {
+        "error": "The gateway failed unexpectedly; retry later.",
+        "code": "internal_error",
+    }
+    return jsonify(body), 500
+
+
+def _is_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and all(
+        character.isalnum() or character in "-_.:" for character in value
+    )
+
+
+def _announce_generated_secrets() -> None:
+    for source, secret, path in take_generated_secrets():
+        logger.warning(
+            "generated a development secret; set a real one before production",
+            extra={"source": source, "secret_file": path},
+        )
+        # Shown once, on the terminal only (never in a log line), so the
+        # developer can sign test deliveries.
+        sys.stderr.write(
+            f"\n  Development secret for source {source!r}: {secret}\n"
+            f"  (kept in {path}; set INTEGRATION_SECRET_KEY or GATEWAY_CONFIG "
+            f"to use your own)\n\n"
+        )
+        sys.stderr.flush()
+
+
+def _warn_risky_settings(settings: Settings) -> None:
+    if settings.env != "production":
+        logger.warning(
+            "running in development mode; set GATEWAY_ENV=production to refuse"
+            " start-up without real secrets"
+        )
