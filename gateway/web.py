@@ -287,7 +287,8 @@ def _after_request(response: Response) -> Response:
         fields = dict(delivery)
         fields["status"] = response.status_code
         fields.setdefault("code", g.get("error_code"))
-        fields["duration_ms"] = round((time.perf_counter() - g.started) * 1000, 3)
+        started = g.get("started", time.perf_counter())
+        fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
         fields["client_ip"] = request.remote_addr
         if g.get("error_detail"):
             fields["reason"] = g.error_detail
