@@ -363,7 +363,7 @@ def _announce_generated_secrets() -> None:
     for source, secret, path in take_generated_secrets():
         logger.warning(
             "generated a development secret; set a real one before production",
-            extra={"source": source, "secret_file": path},
+            extra={"source": source, "path": path},
         )
         # Shown once, on the terminal only (never in a log line), so the
         # developer can sign test deliveries.
