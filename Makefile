@@ -27,7 +27,7 @@ test: install
 	exit $$status
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy --strict --ignore-missing-imports gateway
 
 bench: install
 	$(BIN)/python -m bench.run

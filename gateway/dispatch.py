@@ -181,8 +181,8 @@ def backoff_seconds(attempt: int, base_seconds: float, *, jitter: float = 0.2) -
     spread by up to ``jitter`` (a fraction) either way so that retries of
     a burst do not arrive together.
     """
-    delay = base_seconds * (2 ** (attempt - 1))
-    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+    delay = base_seconds * float(2 ** (attempt - 1))
+    return max(0.0, delay * (1.0 + random.uniform(-jitter, jitter)))
 
 
 @dataclass(frozen=True)
@@ -425,11 +425,14 @@ class Dispatcher:
     def _finish(self, stored: StoredEvent, bindings: list[Binding]) -> None:
         runs = self.store.handler_runs(stored.pk)
         now = self.clock()
-        pending_times = [
-            run.next_attempt_at or now
-            for binding in bindings
-            if (run := runs.get(binding.name)) is None or run.status == "retrying"
-        ]
+        pending_times: list[float] = []
+        for binding in bindings:
+            run = runs.get(binding.name)
+            if run is None:
+                # Not run in this pass (the worker is stopping): due now.
+                pending_times.append(now)
+            elif run.status == "retrying":
+                pending_times.append(run.next_attempt_at or now)
         if pending_times:
             status, due = "pending", min(pending_times)
         elif any(run.status == "dead" for run in runs.values()):

@@ -187,6 +187,7 @@ def _depth(value: Any) -> int:
 def _event_type(
     scheme: str, payload: Mapping[str, Any], headers: Mapping[str, str]
 ) -> str:
+    name: Any
     if scheme == "github":
         name = headers.get("x-github-event", "").strip()
         action = payload.get("action")
@@ -201,10 +202,10 @@ def _event_type(
         name = payload.get("type")
     if not isinstance(name, str) or not name.strip():
         raise InvalidPayload("The delivery does not name an event type.")
-    name = name.strip()
-    if len(name) > MAX_TYPE_CHARS or not name.isprintable():
+    event_type: str = name.strip()
+    if len(event_type) > MAX_TYPE_CHARS or not event_type.isprintable():
         raise InvalidPayload("The event type is too long or not printable.")
-    return name
+    return event_type
 
 
 def _event_id(
