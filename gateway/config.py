@@ -92,6 +92,7 @@ class Settings:
     backlog_high_water: int = 0
     backlog_max_age_seconds: float = 0.0
     metrics_token: str | None = field(default=None, repr=False)
+    readyz_provider: bool = False
     log_format: str = "json"
     log_level: str = "INFO"
 
@@ -146,6 +147,11 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     if not storage_uri.startswith(("memory://", "redis://", "rediss://")):
         raise ConfigError("RATELIMIT_STORAGE_URI must be memory:// or redis://...")
     log_format = _text(environ, "GATEWAY_LOG_FORMAT", "json").lower()
+    readyz_provider = _flag(environ, "GATEWAY_READYZ_PROVIDER", False)
+    if readyz_provider and not _text(environ, "INTEGRATION_API_URL", ""):
+        raise ConfigError(
+            "GATEWAY_READYZ_PROVIDER needs INTEGRATION_API_URL, the API to check."
+        )
     if log_format not in ("json", "text"):
         raise ConfigError("GATEWAY_LOG_FORMAT must be json or text.")
     return Settings(
@@ -175,6 +181,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         ),
         backlog_max_age_seconds=_number(environ, "GATEWAY_BACKLOG_MAX_AGE_SECONDS", 0),
         metrics_token=_text(environ, "GATEWAY_METRICS_TOKEN", "") or None,
+        readyz_provider=readyz_provider,
         log_format=log_format,
         log_level=_text(environ, "GATEWAY_LOG_LEVEL", "INFO").upper(),
     )

@@ -55,6 +55,7 @@ from .limiter import (
     retry_after_seconds,
     trust_proxies,
 )
+from .provider import ProviderHealth, provider_health
 from .store import Store, open_store
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class Gateway:
         default_factory=list
     )
     schema_ready: bool = False
+    provider_health: ProviderHealth | None = None
 
     def ensure_schema(self) -> None:
         """Create the store's schema once; retried while the store is down."""
@@ -123,6 +125,7 @@ def create_app(
         clock=clock,
     )
     gateway = Gateway(settings, store, dispatcher, limiter, clock)
+    gateway.provider_health = provider_health(settings, clock)
     app.extensions["gateway"] = gateway
     try:
         gateway.ensure_schema()
@@ -266,6 +269,9 @@ def _readiness() -> tuple[Response, int]:
         gateway.dispatcher.start()
         checks["dispatcher"] = "ok" if gateway.dispatcher.is_running() else "stopped"
     ready = all(value == "ok" for value in checks.values())
+    if gateway.provider_health is not None:
+        # Shown, never counted: the gateway still receives without it.
+        checks["provider"] = gateway.provider_health.status()
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
     return jsonify(body), (200 if ready else 503)
 
