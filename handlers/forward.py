@@ -5,7 +5,8 @@ imported (load it with ``GATEWAY_HANDLERS=handlers.forward``):
 
 ``GATEWAY_FORWARD_RULES``
     Comma-separated ``[source:]pattern=url`` routes, for example
-    ``integration:message.*=http://127.0.0.1:9000/hooks,invoice.paid=http://127.0.0.1:9001/billing``.
+    ``integration:message.*=http://127.0.0.1:9000/hooks`` and
+    ``invoice.paid=http://127.0.0.1:9001/billing`` joined by a comma.
     The pattern is an event type, a prefix wildcard or ``*``, as for
     ``@on``; the optional source narrows a route to one source. Each
     route is its own handler, so an endpoint that fails is retried and
