@@ -349,7 +349,7 @@ def _development_secret(data_dir: Path) -> str:
     logger.warning(
         "generated a development forwarding secret; set %s before production",
         SECRET_VARIABLE,
-        extra={"secret_file": str(path)},
+        extra={"path": str(path)},
     )
     sys.stderr.write(
         f"\n  Development secret for forwarded events: {secret}\n"
