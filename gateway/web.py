@@ -27,7 +27,7 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
 )
 
-from . import logs
+from . import logs, metrics
 from .config import (
     Settings,
     SourceConfig,
@@ -134,6 +134,7 @@ def create_app(
 
     blueprint = _routes(settings.sources, limiter)
     app.register_blueprint(blueprint)
+    metrics.install(app, gateway)
     _register_error_handlers(app)
     app.before_request(_before_request)
     app.after_request(_after_request)
@@ -171,11 +172,14 @@ def _routes(sources: Mapping[str, SourceConfig], limiter: Limiter) -> Blueprint:
     def receive(source: str) -> tuple[Response, int]:
         return _receive(source)
 
+    # Probes are never rate-limited and say nothing of the configuration.
     @blueprint.get("/healthz")
+    @limiter.exempt
     def healthz() -> Response:
         return jsonify({"status": "ok"})
 
     @blueprint.get("/readyz")
+    @limiter.exempt
     def readyz() -> tuple[Response, int]:
         return _readiness()
 
@@ -268,12 +272,19 @@ def _readiness() -> tuple[Response, int]:
     if gateway.settings.dispatcher_enabled:
         gateway.dispatcher.start()
         checks["dispatcher"] = "ok" if gateway.dispatcher.is_running() else "stopped"
-    ready = all(value == "ok" for value in checks.values())
+    failing = [f"{part} {state}" for part, state in checks.items() if state != "ok"]
     if gateway.provider_health is not None:
         # Shown, never counted: the gateway still receives without it.
         checks["provider"] = gateway.provider_health.status()
-    body = {"status": "ready" if ready else "unavailable", "checks": checks}
-    return jsonify(body), (200 if ready else 503)
+    if not failing:
+        return jsonify({"status": "ready", "checks": checks}), 200
+    body = {
+        "status": "unavailable",
+        "error": f"Not ready: {', '.join(failing)}.",
+        "code": Unavailable.code,
+        "checks": checks,
+    }
+    return jsonify(body), 503
 
 
 def _before_request() -> None:
@@ -290,7 +301,9 @@ def _after_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     delivery = g.get("delivery")
     if delivery is not None:
-        fields = dict(delivery)
+        # The same fields on every delivery line, null when not known yet.
+        fields = {"source": None, "event_id": None, "event_type": None}
+        fields.update(delivery)
         fields["status"] = response.status_code
         fields.setdefault("code", g.get("error_code"))
         started = g.get("started", time.perf_counter())
