@@ -206,7 +206,8 @@ class GatewayMetrics:
         self.handler_seconds.labels(outcome.handler).observe(duration_seconds)
         if outcome.attempt == 1:
             called_at = self.gateway.clock() - duration_seconds
-            latency = max(called_at - stored.event.received_at, 0.0)
+            received_at = stored.event.received_at.timestamp()
+            latency = max(called_at - received_at, 0.0)
             self.dispatch_seconds.labels(outcome.handler).observe(latency)
         if outcome.status in ("retrying", "dead"):
             self.handler_failures.labels(outcome.handler).inc()
