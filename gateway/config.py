@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
 from .schemes import Scheme, SigningKey, get_scheme
@@ -188,7 +189,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret string the configuration holds, for log redaction."""
+    """Every secret string the configuration holds, for log redaction.
+
+    Besides the sources' secrets, the API key and the metrics token,
+    this includes passwords written into the configured URLs (database,
+    rate-limit storage, provider API).
+    """
     values: list[str] = []
     if settings.api_key:
         values.append(settings.api_key)
@@ -196,7 +202,25 @@ def secret_values(settings: Settings) -> list[str]:
         values.append(settings.metrics_token)
     for source in settings.sources.values():
         values.extend(source.secret_texts)
+    for url in (
+        settings.database_url,
+        settings.ratelimit_storage_uri,
+        settings.api_url,
+        settings.webhook_url,
+    ):
+        values.extend(_url_password(url))
     return values
+
+
+def _url_password(url: str | None) -> list[str]:
+    """A URL's password as written (percent-encoded) and decoded."""
+    if not url:
+        return []
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return sorted({password, unquote(password)}) if password else []
 
 
 def _build_source(

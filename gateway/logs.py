@@ -17,18 +17,24 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 MASK = "[redacted]"
+LIBRARY_LOGGERS = ("flask-limiter", "limits", "psycopg", "redis")
 MIN_SECRET_CHARS = 4
 # Attributes every LogRecord has; anything else on a record came from extra=.
 _STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
 ) | {"message", "asctime", "taskName"}
+# A field (or a key of a dict field, such as a headers mapping) whose name
+# matches is masked whole, whatever its value: this covers every scheme's
+# signature header (X-Shopify-Hmac-Sha256 included) and Authorization.
 _SENSITIVE_FIELDS = re.compile(
-    r"(secret|password|token|api_key|apikey|authorization|signature|cookie)", re.I
+    r"(secret|password|passwd|token|api[-_]?key|authorization|signature|hmac"
+    r"|cookie|credential)",
+    re.I,
 )
 _PATTERNS = [
     re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
@@ -36,6 +42,10 @@ _PATTERNS = [
     re.compile(r"(?i)\b(sha256=|v0=|v1=)[0-9a-f]{16,}"),
     re.compile(r"\bv1a?,[A-Za-z0-9+/]{20,}={0,2}"),
 ]
+# The password of a URL (scheme://user:password@host); the user stays.
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]*):[^/\s@]+@")
+_STANDARD_SECRET_PREFIX = "whsec_"
+MAX_NESTED_DEPTH = 6
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -45,9 +55,18 @@ _secrets_lock = threading.Lock()
 
 
 def register_secrets(values: Iterable[str]) -> None:
-    """Add values that must never appear in any log line."""
+    """Add values that must never appear in any log line.
+
+    A Standard Webhooks secret is registered with and without its
+    ``whsec_`` prefix, since code that decodes it handles the bare part.
+    """
+    forms: set[str] = set()
+    for value in values:
+        forms.add(value)
+        if value.startswith(_STANDARD_SECRET_PREFIX):
+            forms.add(value[len(_STANDARD_SECRET_PREFIX) :])
     with _secrets_lock:
-        _secrets.update(value for value in values if len(value) >= MIN_SECRET_CHARS)
+        _secrets.update(value for value in forms if len(value) >= MIN_SECRET_CHARS)
 
 
 def redact(text: str) -> str:
@@ -59,6 +78,7 @@ def redact(text: str) -> str:
             text = text.replace(secret, MASK)
     for pattern in _PATTERNS:
         text = pattern.sub(MASK, text)
+    text = _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
     return text
 
 
@@ -80,13 +100,15 @@ class RedactionFilter(logging.Filter):
             record.exc_info = None
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         for name, value in list(vars(record).items()):
             if name in _STANDARD_ATTRIBUTES:
                 continue
             if _SENSITIVE_FIELDS.search(name):
                 setattr(record, name, MASK)
-            elif isinstance(value, str):
-                setattr(record, name, redact(value))
+            else:
+                setattr(record, name, _redact_value(value))
         return True
 
 
@@ -123,7 +145,8 @@ class TextFormatter(logging.Formatter):
         current = request_id.get()
         if current:
             fields["request_id"] = current
-        line = f"{self.formatTime(record)} {record.levelname:<7} {record.getMessage()}"
+        message = _one_line(record.getMessage())
+        line = f"{self.formatTime(record)} {record.levelname:<7} {message}"
         if fields:
             line += " " + " ".join(
                 f"{key}={_text_value(val)}" for key, val in fields.items()
@@ -155,6 +178,19 @@ def configure(level: str = "INFO", log_format: str = "json") -> None:
             plugin_logger.addHandler(handler)
             plugin_logger.setLevel(level)
             plugin_logger.propagate = True
+    # Libraries whose warnings can name a storage back-end: written through
+    # the same redaction and format, at WARNING and above only.
+    library_handler = logging.StreamHandler(sys.stderr)
+    library_handler._gateway_handler = True  # type: ignore[attr-defined]
+    library_handler.setLevel(logging.WARNING)
+    library_handler.addFilter(RedactionFilter())
+    library_handler.setFormatter(handler.formatter)
+    for name in LIBRARY_LOGGERS:
+        library_logger = logging.getLogger(name)
+        for old in list(library_logger.handlers):
+            if getattr(old, "_gateway_handler", False):
+                library_logger.removeHandler(old)
+        library_logger.addHandler(library_handler)
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -165,6 +201,37 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    """Redact strings inside a field value, masking sensitive keys of dicts."""
+    if isinstance(value, str):
+        return redact(value)
+    if depth >= MAX_NESTED_DEPTH:
+        return MASK if isinstance(value, (Mapping, list, tuple, set)) else value
+    if isinstance(value, Mapping):
+        return {
+            key: (
+                MASK
+                if _SENSITIVE_FIELDS.search(str(key))
+                else _redact_value(item, depth + 1)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple, set)):
+        return [_redact_value(item, depth + 1) for item in value]
+    if isinstance(value, (bytes, bytearray)):
+        return redact(bytes(value).decode("utf-8", "replace"))
+    return value
+
+
+def _one_line(text: str) -> str:
+    """Escape line breaks so that one record stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _text_value(value: Any) -> str:
     text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
+    needs_quotes = not text or any(
+        character.isspace() or character in '"=' or not character.isprintable()
+        for character in text
+    )
+    return json.dumps(text) if needs_quotes else text
