@@ -106,29 +106,24 @@ def hex_hmac(body: bytes, secret: str) -> str:
 
 
 @pytest.fixture
-def secret_app(make_app, tmp_path):
-    """An app holding every kind of secret the configuration can hold."""
-    # The SQLite store is used; the URL below only has to hold a password.
-    del tmp_path
-    app = make_app(
-        SOURCES_TOML,
-        GATEWAY_LOG_FORMAT="json",
-        RATELIMIT_STORAGE_URI="memory://",
-        **configured_overrides(),
+def secret_app(make_app):
+    """An app holding every kind of secret the configuration can hold.
+
+    The app runs on SQLite and in-memory limits; the passwords of a
+    PostgreSQL and a Redis URL are registered from a second configuration
+    that only has to hold them.
+    """
+    app = make_app(SOURCES_TOML, GATEWAY_LOG_FORMAT="json", **configured_overrides())
+    with_urls = load_settings(
+        {
+            "INTEGRATION_SECRET_KEY": SECRET,
+            "GATEWAY_DATABASE_URL": (
+                f"postgresql://gateway:{DATABASE_PASSWORD}@db.internal/gw"
+            ),
+            "RATELIMIT_STORAGE_URI": f"redis://:{REDIS_PASSWORD}@cache:6379",
+        }
     )
-    logs.register_secrets(
-        secret_values(
-            load_settings(
-                {
-                    "INTEGRATION_SECRET_KEY": SECRET,
-                    "GATEWAY_DATABASE_URL": (
-                        f"postgresql://gateway:{DATABASE_PASSWORD}@db.internal/gw"
-                    ),
-                    "RATELIMIT_STORAGE_URI": f"redis://:{REDIS_PASSWORD}@cache:6379",
-                }
-            )
-        )
-    )
+    logs.register_secrets(secret_values(with_urls))
     return app
 
 
