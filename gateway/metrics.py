@@ -105,7 +105,7 @@ MESSAGE_SHARES = ("delivered", "read", "failed")
 
 # The ``*_created`` series are left out, as multiprocess mode does anyway,
 # so one worker and several expose the same names.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class GatewayMetrics:
@@ -227,14 +227,14 @@ class GatewayMetrics:
         The Prometheus text format, or OpenMetrics when the ``accept``
         header asks for it.
         """
-        encode, content_type = choose_encoder(accept)
+        encode, content_type = choose_encoder(accept or "")
         self.refresh_limiter_state()
         if not is_multiprocess():
             return encode(self.registry), content_type
         # Counters and histograms come from every worker's files; the
         # store figures are read once, here.
         registry = CollectorRegistry(auto_describe=True)
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         registry.register(self.store_collector)
         return encode(registry), content_type
 

@@ -302,7 +302,7 @@ def _after_request(response: Response) -> Response:
     delivery = g.get("delivery")
     if delivery is not None:
         # The same fields on every delivery line, null when not known yet.
-        fields = {"source": None, "event_id": None, "event_type": None}
+        fields: dict[str, Any] = {"source": None, "event_id": None, "event_type": None}
         fields.update(delivery)
         fields["status"] = response.status_code
         fields.setdefault("code", g.get("error_code"))
