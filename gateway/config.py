@@ -27,6 +27,10 @@ DEFAULT_RATE_LIMIT = "100 per 15 minutes"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_TOLERANCE_SECONDS = 300
 DEFAULT_DATA_DIR = "var"
+# The console's credentials guard replays of every event, so a guessable
+# one is refused at start-up (issue 9).
+MIN_CONSOLE_TOKEN_CHARS = 16
+MIN_CONSOLE_PASSWORD_CHARS = 12
 ENVIRONMENTS = ("development", "production")
 SOURCE_KEYS = frozenset(
     {
@@ -96,6 +100,10 @@ class Settings:
     readyz_provider: bool = False
     log_format: str = "json"
     log_level: str = "INFO"
+    console_enabled: bool = False
+    console_token: str | None = field(default=None, repr=False)
+    console_user: str | None = None
+    console_password: str | None = field(default=None, repr=False)
 
     @property
     def is_production(self) -> bool:
@@ -185,6 +193,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         readyz_provider=readyz_provider,
         log_format=log_format,
         log_level=_text(environ, "GATEWAY_LOG_LEVEL", "INFO").upper(),
+        **_console_settings(environ),
     )
 
 
@@ -200,6 +209,10 @@ def secret_values(settings: Settings) -> list[str]:
         values.append(settings.api_key)
     if settings.metrics_token:
         values.append(settings.metrics_token)
+    if settings.console_token:
+        values.append(settings.console_token)
+    if settings.console_password:
+        values.append(settings.console_password)
     for source in settings.sources.values():
         values.extend(source.secret_texts)
     for url in (
@@ -221,6 +234,48 @@ def _url_password(url: str | None) -> list[str]:
     except ValueError:
         return []
     return sorted({password, unquote(password)}) if password else []
+
+
+def _console_settings(environ: Mapping[str, Any]) -> dict[str, Any]:
+    """Read and check the console's switch and credentials (issue 9).
+
+    The console is off unless ``GATEWAY_CONSOLE`` is true, and then it
+    needs a bearer token, a user and password for basic auth, or both:
+    it is never served without credentials.
+    """
+    enabled = _flag(environ, "GATEWAY_CONSOLE", False)
+    token = _text(environ, "GATEWAY_CONSOLE_TOKEN", "") or None
+    user = _text(environ, "GATEWAY_CONSOLE_USER", "") or None
+    password = _text(environ, "GATEWAY_CONSOLE_PASSWORD", "") or None
+    if not enabled:
+        return {"console_enabled": False}
+    if (user is None) != (password is None):
+        raise ConfigError(
+            "GATEWAY_CONSOLE_USER and GATEWAY_CONSOLE_PASSWORD must be set together."
+        )
+    if token is None and password is None:
+        raise ConfigError(
+            "GATEWAY_CONSOLE=1 needs credentials: set GATEWAY_CONSOLE_TOKEN, or"
+            " GATEWAY_CONSOLE_USER and GATEWAY_CONSOLE_PASSWORD."
+        )
+    if token is not None and len(token) < MIN_CONSOLE_TOKEN_CHARS:
+        raise ConfigError(
+            f"GATEWAY_CONSOLE_TOKEN must be at least {MIN_CONSOLE_TOKEN_CHARS}"
+            " characters long."
+        )
+    if password is not None and len(password) < MIN_CONSOLE_PASSWORD_CHARS:
+        raise ConfigError(
+            f"GATEWAY_CONSOLE_PASSWORD must be at least {MIN_CONSOLE_PASSWORD_CHARS}"
+            " characters long."
+        )
+    if user is not None and ":" in user:
+        raise ConfigError("GATEWAY_CONSOLE_USER must not contain ':'.")
+    return {
+        "console_enabled": True,
+        "console_token": token,
+        "console_user": user,
+        "console_password": password,
+    }
 
 
 def _build_source(

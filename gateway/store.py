@@ -55,6 +55,11 @@ _SCHEMA = [
     """CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at)
         WHERE status = 'pending'""",
     "CREATE INDEX IF NOT EXISTS events_received ON events (received_at)",
+    # Keyset pages of one source, status or type, newest first, read an
+    # index range instead of scanning every event (the console, issue 9).
+    "CREATE INDEX IF NOT EXISTS events_source_pk ON events (source, pk)",
+    "CREATE INDEX IF NOT EXISTS events_status_pk ON events (status, pk)",
+    "CREATE INDEX IF NOT EXISTS events_type_pk ON events (type, pk)",
     """CREATE TABLE IF NOT EXISTS handler_runs (
         event_pk BIGINT NOT NULL REFERENCES events (pk) ON DELETE CASCADE,
         handler TEXT NOT NULL,
@@ -78,6 +83,7 @@ _SCHEMA = [
     )""",
     """CREATE INDEX IF NOT EXISTS handler_attempts_event
         ON handler_attempts (event_pk)""",
+    "CREATE INDEX IF NOT EXISTS handler_attempts_at ON handler_attempts (at)",
     """CREATE TABLE IF NOT EXISTS messages (
         message_id TEXT PRIMARY KEY,
         status TEXT NOT NULL,
@@ -131,6 +137,18 @@ class Attempt:
     error: str | None
     duration_ms: float
     at: float
+
+
+@dataclass(frozen=True)
+class Try:
+    """One handler try with its delay since the event's receipt, for reports."""
+
+    handler: str
+    attempt: int
+    status: str
+    duration_ms: float
+    at: float
+    seconds_since_receipt: float
 
 
 @dataclass(frozen=True)
@@ -486,6 +504,61 @@ class Store(ABC):
             cursor.execute("SELECT status, COUNT(*) FROM events GROUP BY status")
             return {status: int(count) for status, count in cursor.fetchall()}
 
+    # -- reports (the console, issue 9) -------------------------------------
+
+    def events_per_minute(self, *, since: float) -> list[tuple[int, str, int]]:
+        """Count events received since ``since`` per minute and status.
+
+        Returns (minute, status, count) rows, where ``minute`` is the unix
+        minute (seconds // 60) of receipt.
+        """
+        minute = self._minute_of("received_at")
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    f"SELECT {minute}, status, COUNT(*) FROM events"
+                    f" WHERE received_at >= ? GROUP BY {minute}, status"
+                ),
+                (since,),
+            )
+            return [(int(row[0]), row[1], int(row[2])) for row in cursor.fetchall()]
+
+    def recent_attempts(self, *, since: float, limit: int = 10_000) -> list[Try]:
+        """Return up to ``limit`` handler tries since ``since``, newest first."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT a.handler, a.attempt, a.status, a.duration_ms, a.at,"
+                    " a.at - e.received_at FROM handler_attempts a"
+                    " JOIN events e ON e.pk = a.event_pk WHERE a.at >= ?"
+                    " ORDER BY a.at DESC LIMIT ?"
+                ),
+                (since, limit),
+            )
+            return [
+                Try(
+                    row[0],
+                    int(row[1]),
+                    row[2],
+                    float(row[3]),
+                    float(row[4]),
+                    float(row[5]),
+                )
+                for row in cursor.fetchall()
+            ]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Return how many dead letters each handler has."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "SELECT handler, COUNT(*) FROM handler_runs WHERE status = 'dead'"
+                " GROUP BY handler"
+            )
+            return {handler: int(count) for handler, count in cursor.fetchall()}
+
+    def _minute_of(self, column: str) -> str:
+        return f"CAST({column} / 60 AS INTEGER)"
+
     # -- replay and retention ----------------------------------------------
 
     def requeue(
@@ -757,6 +830,10 @@ class PostgresStore(Store):
             statement.format(serial="BIGSERIAL", real="DOUBLE PRECISION")
             for statement in _SCHEMA
         ]
+
+    def _minute_of(self, column: str) -> str:
+        # PostgreSQL rounds when casting to an integer; SQLite truncates.
+        return f"CAST(FLOOR({column} / 60) AS BIGINT)"
 
     def _ensure_open(self) -> None:
         if not self._opened:

@@ -135,6 +135,11 @@ def create_app(
     blueprint = _routes(settings.sources, limiter)
     app.register_blueprint(blueprint)
     metrics.install(app, gateway)
+    if settings.console_enabled:
+        # Imported here: the console's views use this module's helpers.
+        from .console import register_console
+
+        register_console(app, gateway)
     _register_error_handlers(app)
     app.before_request(_before_request)
     app.after_request(_after_request)
