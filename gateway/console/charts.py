@@ -21,9 +21,10 @@ BOTTOM = 24
 
 @dataclass(frozen=True)
 class Shape:
-    """A rectangle (bars) or a polyline (``points`` set) of one series."""
+    """A bar (``rect``), a line (``line``, with ``points``) or a ``dot``."""
 
     series: str
+    kind: str = "rect"
     x: float = 0.0
     y: float = 0.0
     width: float = 0.0
@@ -127,13 +128,23 @@ def minute_lines(
         run: list[str] = []
         for index, value in enumerate([*values, None]):
             if value is None:
-                if run:
-                    shapes.append(Shape(series=name, points=" ".join(run)))
+                if len(run) > 1:
+                    shapes.append(Shape(series=name, kind="line", points=" ".join(run)))
                 run = []
                 continue
             x = LEFT + index * slot + slot / 2
             y = HEIGHT - BOTTOM - value / y_max * (HEIGHT - TOP - BOTTOM)
             run.append(f"{x:.1f},{y:.1f}")
+            # A dot per value, so a lone minute still shows.
+            shapes.append(
+                Shape(
+                    series=name,
+                    kind="dot",
+                    x=round(x, 1),
+                    y=round(y, 1),
+                    label=f"{_clock(minutes[index])}: {value:.1f} {unit}",
+                )
+            )
     rows = [
         [_clock(minute), *(_number(values[index]) for values in series.values())]
         for index, minute in enumerate(minutes)
