@@ -94,7 +94,9 @@
     var version = box.dataset.version;
     var status = document.getElementById("watch-status");
     var tries = 0;
-    status.textContent = "Waiting for handlers; this page refreshes by itself.";
+    if (box.dataset.pending) {
+      status.textContent = "Waiting for handlers; this page refreshes by itself.";
+    }
     var timer = window.setInterval(function () {
       tries += 1;
       if (tries > 200) { window.clearInterval(timer); status.textContent = ""; return; }
