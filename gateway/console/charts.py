@@ -75,7 +75,7 @@ def stacked_minutes(
     slot = (WIDTH - LEFT - RIGHT) / max(len(minutes), 1)
     shapes: list[Shape] = []
     for index, minute in enumerate(minutes):
-        base = HEIGHT - BOTTOM
+        base = float(HEIGHT - BOTTOM)
         for name, values in series.items():
             count = values[index]
             if not count:

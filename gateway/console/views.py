@@ -30,6 +30,7 @@ from flask import (
 )
 from flask_limiter import Limiter, RateLimitExceeded
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..dispatch import handlers_by_pattern, matching_handlers
 from ..errors import StoreError
@@ -266,7 +267,7 @@ def event_json(pk: int) -> Response:
     )
 
 
-def replay_event_page(pk: int) -> Response | str:
+def replay_event_page(pk: int) -> BaseResponse | str:
     """Confirm (GET) and then queue (POST) a replay of one event."""
     stored = _event_or_404(pk)
     rows = {row["name"]: row for row in _handler_rows(stored)}
@@ -359,7 +360,7 @@ def dead_letters() -> str:
     )
 
 
-def replay_dead_letters_page() -> Response | str:
+def replay_dead_letters_page() -> BaseResponse | str:
     """Confirm (GET) and then queue (POST) a replay of the dead letters."""
     store = get_gateway().store
     counts = store.dead_letter_counts()
@@ -425,7 +426,7 @@ def handlers_page() -> str:
     return _page("handlers.html", patterns=patterns)
 
 
-def login() -> Response | str | tuple[str, int]:
+def login() -> BaseResponse | str | tuple[str, int]:
     """The sign-in form for the bearer token; sets the session cookie."""
     auth = console_state().auth
     target = _safe_next(request.values.get("next"))
@@ -446,7 +447,7 @@ def login() -> Response | str | tuple[str, int]:
     return redirect(target, code=303)
 
 
-def logout() -> Response:
+def logout() -> BaseResponse:
     """End the cookie session (basic auth ends when the browser forgets it)."""
     g.console_session = ConsoleSession(signed_in=False)
     return redirect(url_for("console.login"), code=303)
@@ -540,7 +541,7 @@ class Filters:
 # -- request guard and helpers --------------------------------------------
 
 
-def _guard() -> Response | tuple[str, int] | None:
+def _guard() -> BaseResponse | tuple[str, int] | None:
     state = console_state()
     session = state.auth.load(request.cookies.get(COOKIE_NAME))
     g.console_session = session
@@ -579,7 +580,7 @@ def _is_genuine_form(state: ConsoleState, session: ConsoleSession) -> bool:
     return state.auth.check_csrf(session, request.form.get(CSRF_FIELD))
 
 
-def _challenge(state: ConsoleState) -> Response | tuple[str, int]:
+def _challenge(state: ConsoleState) -> BaseResponse | tuple[str, int]:
     if state.auth.uses_token and not request.path.startswith("/console/api/"):
         if not state.auth.uses_basic:
             return redirect(
