@@ -15,6 +15,9 @@ from gateway.dispatch import GatewaySignal, signal
 from gateway.schemes import get_scheme
 from gateway.store import SQLiteStore, Store
 
+# The handler authors' kit (webhook_client...) and pytester, to test it.
+pytest_plugins = ["pytester", "gateway.testing"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SECRET = "testsecret"
