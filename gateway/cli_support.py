@@ -36,7 +36,7 @@ STATE_KEY = "gateway.cli.state"
 MAX_CELL_CHARS = 60
 # Environment variables whose values are masked even when the
 # configuration cannot be loaded (a ConfigError message could echo one).
-_SENSITIVE_NAME = re.compile(r"(SECRET|KEY|TOKEN|PASSWORD)", re.IGNORECASE)
+_SENSITIVE_NAME = re.compile(r"(SECRET|API_KEY|TOKEN|PASSWORD)", re.IGNORECASE)
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,7 +51,7 @@ class CliFailure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: IO[Any] | None = None) -> None:
         """Print the masked message to stderr (or ``file``)."""
@@ -229,7 +229,7 @@ def parse_moment(text: str, *, now: float | None = None) -> float:
     return parsed.timestamp()
 
 
-class MomentType(click.ParamType):
+class MomentType(click.ParamType):  # type: ignore[type-arg]
     """A click parameter holding a time, as :func:`parse_moment` reads it."""
 
     name = "TIME"
@@ -255,7 +255,7 @@ def masked_url(url: str) -> str:
     parts = urlsplit(text)
     if parts.password is None:
         return text
-    userinfo, host = parts.netloc.rsplit("@", 1)
+    host = parts.netloc.rsplit("@", 1)[1]
     masked_netloc = f"{parts.username or ''}:{MASK}@{host}"
     return text.replace(parts.netloc, masked_netloc, 1)
 
