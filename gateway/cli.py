@@ -14,22 +14,18 @@ import contextlib
 import json
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import click
-import requests
 
 from . import logs, replay
+from .cli_config import config_group
+from .cli_send import send, webhook_url
 from .cli_support import (
     EXIT_CONFIG,
-    EXIT_DELIVERY,
     EXIT_NOT_FOUND,
     EXIT_STORE,
-    EXIT_USAGE,
     MOMENT,
     STATE_KEY,
     CliFailure,
@@ -37,28 +33,17 @@ from .cli_support import (
     current_state,
     fail,
     format_time,
+    indent,
     json_option,
-    masked_url,
     render_table,
 )
-from .config import SourceConfig
-from .deliveries import HEADER_TYPED_SCHEMES, encode_body, prepare_body, sign_delivery
 from .dispatch import handler_table, load_handlers, matching_handlers
 from .errors import ConfigError, StoreError
 from .messages import history
 from .store import EVENT_STATUSES, StoredEvent
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-# The example `send` posts when none is named, per scheme.
-DEFAULT_EXAMPLES = {
-    "hmac-sha256": "message.delivered.json",
-    "github": "github.issues.opened.json",
-    "stripe": "stripe.invoice.paid.json",
-    "standard": "standard.appointment.booked.json",
-    "slack": "slack.event_callback.json",
-    "shopify": "shopify.orders.create.json",
-}
+__all__ = ["cli", "main", "webhook_url"]
+
 PROGRESS_MIN_EVENTS = 200
 MAX_ANSWER_CHARS = 2000
 
@@ -97,137 +82,14 @@ def cli(ctx: click.Context) -> None:
     ctx.call_on_close(state.close)
 
 
+cli.add_command(send)
+cli.add_command(config_group)
+
+
 def main() -> None:
     """Entry point of the ``gateway`` console script and ``python -m gateway``."""
     logs.configure("WARNING", "text")
     cli(prog_name="gateway")
-
-
-# -- send ------------------------------------------------------------------
-
-
-@cli.command()
-@click.argument("body", required=False)
-@click.option("--source", "-s", help="Configured source to sign for.")
-@click.option(
-    "--url",
-    envvar="INTEGRATION_WEBHOOK_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="The gateway's base URL, or a full .../api/webhooks/<source> URL"
-    " (default from INTEGRATION_WEBHOOK_URL).",
-)
-@click.option("--event-type", "-t", help="Event type (a header for github/shopify).")
-@click.option("--event-id", help="Event id to put in the body or delivery header.")
-@click.option("--new-id", is_flag=True, help="Use a fresh random event id.")
-@click.option(
-    "--header", "-H", "extra_headers", multiple=True, help="Extra 'Name: value'."
-)
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait.")
-@json_option
-def send(
-    body: str | None,
-    source: str | None,
-    url: str,
-    event_type: str | None,
-    event_id: str | None,
-    new_id: bool,
-    extra_headers: tuple[str, ...],
-    timeout: float,
-    as_json: bool,
-) -> None:
-    """Sign an example or a JSON file and post it to a running gateway.
-
-    BODY is an example of examples/ (e.g. message.read.json or github.ping)
-    or a path; by default, the example for the source's scheme. The
-    delivery is signed with the source's configured secret, and carries
-    the provider's id and type headers for github and shopify.
-    """
-    state = current_state()
-    config = _choose_source(state, source)
-    scheme = config.scheme_name
-    path = _find_body(body, scheme)
-    raw = path.read_bytes()
-    if new_id:
-        event_id = f"evt_{uuid.uuid4().hex[:20]}"
-    in_body = scheme not in HEADER_TYPED_SCHEMES
-    if in_body and (event_type or event_id):
-        # The type and id of these schemes live in the body, so it is
-        # re-encoded; otherwise the file's bytes are sent as they are.
-        payload = prepare_body(
-            scheme, _json_object(raw, path), event_type=event_type, event_id=event_id
-        )
-        raw = encode_body(payload)
-    event_type = event_type or _type_from_name(path.name, scheme)
-    if not in_body and not event_type:
-        fail(f"a {scheme} delivery needs --event-type (e.g. issues).", EXIT_USAGE)
-    delivery = sign_delivery(
-        config,
-        raw,
-        now=time.time(),
-        event_type=event_type,
-        delivery_id=None if in_body else event_id,
-        headers=_parse_headers(extra_headers),
-    )
-    target = webhook_url(url, config.name)
-    session = requests.Session()
-    session.trust_env = False  # only ever the URL given: no proxy, no .netrc
-    try:
-        response = session.post(
-            target,
-            data=delivery.body,
-            headers=dict(delivery.headers),
-            timeout=timeout,
-            allow_redirects=False,
-        )
-    except requests.RequestException as err:
-        fail(
-            f"could not reach {masked_url(target)}: {type(err).__name__}",
-            EXIT_DELIVERY,
-        )
-    finally:
-        session.close()
-    answer = _answer(response)
-    if as_json:
-        state.emit_json(
-            {
-                "url": masked_url(target),
-                "source": config.name,
-                "scheme": scheme,
-                "file": path.name,
-                "status": response.status_code,
-                "answer": answer,
-            }
-        )
-    else:
-        state.echo(f"POST {masked_url(target)} ({config.name}, {scheme}, {path.name})")
-        state.echo(f"{response.status_code} {response.reason}")
-        state.echo(
-            json.dumps(answer, indent=2, ensure_ascii=False)
-            if not isinstance(answer, str)
-            else answer
-        )
-    if not 200 <= response.status_code < 300:
-        sys.exit(EXIT_DELIVERY)
-
-
-def webhook_url(base: str, source: str) -> str:
-    """Return the delivery URL of ``source`` on the gateway at ``base``.
-
-    ``base`` is the gateway's root (``http://127.0.0.1:8000``) or any
-    ``.../api/webhooks/<name>`` URL, whose source part is replaced.
-
-    :raises click.BadParameter: not an http(s) URL.
-    """
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.BadParameter("must be an http:// or https:// URL", param_hint="url")
-    path = parts.path
-    marker = "/api/webhooks/"
-    if marker in path:
-        path = path[: path.index(marker)]
-    path = path.rstrip("/") + marker + quote(source, safe="")
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 # -- events ----------------------------------------------------------------
@@ -351,7 +213,7 @@ def events_show(event_id: str, source: str | None, as_json: bool) -> None:
         state.echo("  (no handler has run yet)")
     else:
         state.echo(
-            _indent(
+            indent(
                 render_table(
                     ("handler", "status", "attempts", "next attempt", "last error"),
                     (
@@ -370,7 +232,7 @@ def events_show(event_id: str, source: str | None, as_json: bool) -> None:
     if attempts:
         state.echo("\nAttempts")
         state.echo(
-            _indent(
+            indent(
                 render_table(
                     ("at", "handler", "attempt", "status", "ms", "error"),
                     (
@@ -667,93 +529,6 @@ def prune_command(older_than_days: float | None, dry_run: bool, as_json: bool) -
     state.echo(f"{verb} {count} event(s) received before {format_time(cutoff)}.")
 
 
-# -- config ----------------------------------------------------------------
-
-
-@cli.group("config")
-def config_group() -> None:
-    """Inspect the configuration."""
-
-
-@config_group.command("check")
-@click.option("--connect", is_flag=True, help="Also check that the store answers.")
-@json_option
-def config_check(connect: bool, as_json: bool) -> None:
-    """Validate the configuration and show it, secrets masked.
-
-    A secret is shown only as set, with its key id and length; never any
-    character of it. Exits 3 on a bad configuration or a handler module
-    that cannot be imported, 4 with --connect when the store is down.
-    """
-    state = current_state()
-    try:
-        settings = state.settings
-        loaded = load_handlers(settings.handler_modules)
-    except ConfigError as err:
-        if as_json:
-            state.emit_json({"ok": False, "error": str(err)})
-        raise
-    report = _config_report(state, loaded)
-    if connect:
-        try:
-            state.store.ping()
-        except StoreError:
-            report["store"] = "unreachable"
-            if as_json:
-                state.emit_json({**report, "ok": False})
-            raise
-        report["store"] = "ok"
-    if as_json:
-        state.emit_json(report)
-        return
-    state.echo(f"Configuration is valid (environment: {settings.env}).")
-    state.echo("\nSources")
-    state.echo(
-        _indent(
-            render_table(
-                ("source", "scheme", "secrets", "tolerance", "max body", "rate limit"),
-                (
-                    (
-                        item["name"],
-                        item["scheme"],
-                        len(item["secrets"]),
-                        f"{item['tolerance_seconds']} s",
-                        f"{item['max_body_bytes']} B",
-                        item["rate_limit"],
-                    )
-                    for item in report["sources"]
-                ),
-            )
-        )
-    )
-    state.echo("\nSecrets (values never shown)")
-    state.echo(
-        _indent(
-            render_table(
-                ("source", "key id", "length", "valid until", "note"),
-                (
-                    (
-                        item["name"],
-                        secret["key_id"],
-                        secret["length"],
-                        secret["not_after"] or "",
-                        secret["note"],
-                    )
-                    for item in report["sources"]
-                    for secret in item["secrets"]
-                ),
-            )
-        )
-    )
-    state.echo("\nSettings")
-    for label, value in report["settings"].items():
-        state.echo(f"  {label.replace('_', ' '):<24} {value}")
-    if "store" in report:
-        state.echo(f"  {'store':<24} {report['store']}")
-    for warning in report["warnings"]:
-        state.echo(f"Warning: {warning}", err=True)
-
-
 # -- helpers -----------------------------------------------------------------
 
 
@@ -775,82 +550,6 @@ def _flask_state(ctx: click.Context) -> CliState | None:
     return CliState(settings=gateway.settings, store=gateway.store)
 
 
-def _choose_source(state: CliState, name: str | None) -> SourceConfig:
-    sources = state.settings.sources
-    if name is None:
-        if "integration" in sources:
-            name = "integration"
-        elif len(sources) == 1:
-            name = next(iter(sources))
-        else:
-            raise click.UsageError(
-                "choose a source with --source: " + ", ".join(sorted(sources))
-            )
-    if name not in sources:
-        raise click.UsageError(
-            f"no source {name!r} is configured; configured: "
-            + ", ".join(sorted(sources))
-        )
-    return sources[name]
-
-
-def _find_body(body: str | None, scheme: str) -> Path:
-    if body is None:
-        body = DEFAULT_EXAMPLES[scheme]
-    for candidate in (
-        Path(body),
-        EXAMPLES_DIR / body,
-        EXAMPLES_DIR / f"{body}.json",
-    ):
-        if candidate.is_file():
-            return candidate
-    available = sorted(path.name for path in EXAMPLES_DIR.glob("*.json"))
-    raise click.BadParameter(
-        f"{body!r} is neither a file nor an example; examples: "
-        + (", ".join(available) or "none"),
-        param_hint="BODY",
-    )
-
-
-def _type_from_name(name: str, scheme: str) -> str | None:
-    """Read the github event or shopify topic from an example's file name."""
-    parts = name.removesuffix(".json").split(".")
-    if scheme not in HEADER_TYPED_SCHEMES or len(parts) < 2 or parts[0] != scheme:
-        return None
-    if scheme == "github":
-        return parts[1]
-    return "/".join(parts[1:])
-
-
-def _json_object(raw: bytes, path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise click.BadParameter(f"{path.name} is not valid JSON.") from None
-    if not isinstance(value, dict):
-        raise click.BadParameter(f"{path.name} does not hold a JSON object.")
-    return value
-
-
-def _parse_headers(items: tuple[str, ...]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for item in items:
-        name, separator, value = item.partition(":")
-        if not separator or not name.strip():
-            raise click.BadParameter(
-                f"{item!r} is not 'Name: value'", param_hint="--header"
-            )
-        headers[name.strip()] = value.strip()
-    return headers
-
-
-def _answer(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text[:MAX_ANSWER_CHARS]
-
-
 def _find_event(event_id: str, source: str | None) -> StoredEvent:
     stored = current_state().store.find_event(event_id, source)
     if stored is None:
@@ -870,76 +569,6 @@ def _event_summary(stored: StoredEvent) -> dict[str, Any]:
         "key_id": stored.key_id,
         "store_key": stored.pk,
     }
-
-
-def _config_report(state: CliState, loaded: list[str]) -> dict[str, Any]:
-    """Describe the configuration with every secret reduced to a fact."""
-    settings = state.settings
-    sources = []
-    for source in settings.sources.values():
-        secrets = []
-        for key, text in zip(source.keys, source.secret_texts, strict=False):
-            note = "public key" if key.kind != "hmac" else ""
-            if source.generated_secret:
-                note = f"generated for development, kept in {settings.data_dir}"
-            secrets.append(
-                {
-                    "key_id": key.key_id,
-                    "length": len(text),
-                    "not_after": format_time(key.not_after) or None,
-                    "note": note,
-                }
-            )
-        sources.append(
-            {
-                "name": source.name,
-                "scheme": source.scheme_name,
-                "header": source.header,
-                "secrets": secrets,
-                "tolerance_seconds": source.tolerance_seconds,
-                "max_body_bytes": source.max_body_bytes,
-                "rate_limit": source.rate_limit,
-                "url": (
-                    webhook_url(settings.webhook_url, source.name)
-                    if settings.webhook_url
-                    else None
-                ),
-            }
-        )
-    warnings = []
-    if not settings.is_production:
-        warnings.append("development mode: GATEWAY_ENV=production is stricter.")
-    if any(source.generated_secret for source in settings.sources.values()):
-        warnings.append("a source uses a generated development secret.")
-    return {
-        "ok": True,
-        "env": settings.env,
-        "sources": sources,
-        "settings": {
-            "database": masked_url(settings.database_url),
-            "rate_limit_storage": masked_url(settings.ratelimit_storage_uri),
-            "rate_limit_default": settings.ratelimit_default,
-            "trusted_proxies": settings.trusted_proxies,
-            "handler_modules": ", ".join(loaded) or "(none)",
-            "max_retries": settings.max_retries,
-            "retention_days": settings.retention_days,
-            "api_key": _presence(settings.api_key),
-            "api_url": masked_url(settings.api_url) if settings.api_url else "not set",
-            "webhook_url": (
-                masked_url(settings.webhook_url) if settings.webhook_url else "not set"
-            ),
-            "metrics_token": _presence(settings.metrics_token),
-        },
-        "warnings": warnings,
-    }
-
-
-def _presence(secret: str | None) -> str:
-    return f"set ({len(secret)} characters)" if secret else "not set"
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
 
 
 @contextlib.contextmanager

@@ -194,6 +194,11 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def indent(text: str) -> str:
+    """Indent every line of ``text`` by two spaces."""
+    return "\n".join("  " + line for line in text.splitlines())
+
+
 def format_time(moment: float | None) -> str:
     """Show a unix time as ISO 8601 UTC (``2026-01-31T12:00:00Z``)."""
     if moment is None:
