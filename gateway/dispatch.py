@@ -26,12 +26,14 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TypeVar
 
 from blinker import ANY, NamedSignal
+from blinker.base import ANY_ID
 
 from .errors import HandlerLoadError, StoreError
 from .store import HandlerRun, Store, StoredEvent
@@ -166,6 +168,29 @@ def handlers_by_pattern() -> dict[str, list[str]]:
         for name, item in sorted(items)
         if item.receivers
     }
+
+
+def handler_table() -> list[tuple[str, str, tuple[str, ...]]]:
+    """Return (pattern, handler name, sources) for every connected handler.
+
+    ``sources`` is empty for a handler that takes events of every source,
+    else the source names it was connected for (``on(..., source=...)``).
+    Sorted by pattern, then handler name.
+    """
+    with _signals_lock:
+        items = list(_signals.items())
+    rows: list[tuple[str, str, tuple[str, ...]]] = []
+    for pattern, item in items:
+        for receiver_id, receiver in list(item.receivers.items()):
+            target = receiver() if isinstance(receiver, weakref.ref) else receiver
+            if target is None:
+                continue
+            senders = item._by_receiver.get(receiver_id, set())
+            sources = tuple(
+                sorted(str(sender) for sender in senders if sender != ANY_ID)
+            )
+            rows.append((pattern, handler_name(target), sources))
+    return sorted(rows)
 
 
 def receiver_count() -> int:

@@ -9,11 +9,14 @@ Handlers that already succeeded are not run again unless asked.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .store import Store
 
 DAY_SECONDS = 86_400
+REPLAY_BATCH = 500
+
+Progress = Callable[[int], None]
 
 
 def replay_event(
@@ -38,14 +41,23 @@ def replay_dead_letters(
     *,
     handlers: Sequence[str] | None = None,
     now: float | None = None,
+    progress: Progress | None = None,
+    batch_size: int = REPLAY_BATCH,
 ) -> int:
-    """Give every dead (event, handler) pair fresh retries; return events queued."""
+    """Give every dead (event, handler) pair fresh retries; return events queued.
+
+    Events are queued ``batch_size`` at a time, one transaction each;
+    ``progress`` is called with the number of events of each batch.
+    """
     pks = store.dead_letter_pks()
-    if not pks:
-        return 0
-    return store.requeue(
-        pks, now=time.time() if now is None else now, handlers=handlers
-    )
+    moment = time.time() if now is None else now
+    queued = 0
+    for start in range(0, len(pks), batch_size):
+        batch = pks[start : start + batch_size]
+        queued += store.requeue(batch, now=moment, handlers=handlers)
+        if progress is not None:
+            progress(len(batch))
+    return queued
 
 
 def replay_range(
@@ -57,9 +69,13 @@ def replay_range(
     handlers: Sequence[str] | None = None,
     include_succeeded: bool = False,
     now: float | None = None,
-    page_size: int = 500,
+    page_size: int = REPLAY_BATCH,
+    progress: Progress | None = None,
 ) -> int:
-    """Queue every event received in [since, until); return events queued."""
+    """Queue every event received in [since, until); return events queued.
+
+    ``progress`` is called with the number of events of each page.
+    """
     queued = 0
     before: int | None = None
     moment = time.time() if now is None else now
@@ -76,6 +92,8 @@ def replay_range(
             include_succeeded=include_succeeded,
         )
         before = page[-1].pk
+        if progress is not None:
+            progress(len(page))
 
 
 def prune(store: Store, *, retention_days: float, now: float | None = None) -> int:

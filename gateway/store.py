@@ -443,27 +443,18 @@ class Store(ABC):
         before_pk: int | None = None,
         limit: int = 50,
     ) -> list[StoredEvent]:
-        """Return events newest first, filtered; page with ``before_pk``."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for clause, value in (
-            ("source = ?", source),
-            ("status = ?", status),
-            ("received_at >= ?", since),
-            ("received_at < ?", until),
-            ("pk < ?", before_pk),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if type_prefix:
-            if type_prefix.endswith("*"):
-                clauses.append("substr(type, 1, ?) = ?")
-                params.extend([len(type_prefix) - 1, type_prefix[:-1]])
-            else:
-                clauses.append("type = ?")
-                params.append(type_prefix)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        """Return events newest first, filtered; page with ``before_pk``.
+
+        ``type_prefix`` is an exact type, or a prefix ending in ``*``.
+        """
+        where, params = _event_filter(
+            source=source,
+            type_prefix=type_prefix,
+            status=status,
+            since=since,
+            until=until,
+            before_pk=before_pk,
+        )
         params.append(limit)
         with self._transaction() as cursor:
             cursor.execute(
@@ -474,6 +465,27 @@ class Store(ABC):
                 params,
             )
             return [_stored_event(row) for row in cursor.fetchall()]
+
+    def count_events(
+        self,
+        *,
+        source: str | None = None,
+        type_prefix: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        """Return how many events match the filters of :meth:`list_events`."""
+        where, params = _event_filter(
+            source=source,
+            type_prefix=type_prefix,
+            status=status,
+            since=since,
+            until=until,
+        )
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(f"SELECT COUNT(*) FROM events{where}"), params)
+            return int(cursor.fetchone()[0])
 
     def dead_letters(self, *, limit: int = 1000) -> list[DeadLetter]:
         """Return dead (event, handler) pairs, oldest first."""
@@ -892,6 +904,39 @@ def _stored_event(row: Sequence[Any]) -> StoredEvent:
         headers=json.loads(headers),
     )
     return StoredEvent(pk=int(pk), event=event, status=status, key_id=key_id)
+
+
+def _event_filter(
+    *,
+    source: str | None,
+    type_prefix: str | None,
+    status: str | None,
+    since: float | None,
+    until: float | None,
+    before_pk: int | None = None,
+) -> tuple[str, list[Any]]:
+    """Return the WHERE clause and parameters shared by event queries."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("source = ?", source),
+        ("status = ?", status),
+        ("received_at >= ?", since),
+        ("received_at < ?", until),
+        ("pk < ?", before_pk),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if type_prefix:
+        if type_prefix.endswith("*"):
+            clauses.append("substr(type, 1, ?) = ?")
+            params.extend([len(type_prefix) - 1, type_prefix[:-1]])
+        else:
+            clauses.append("type = ?")
+            params.append(type_prefix)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return where, params
 
 
 def _dump(value: Any) -> str:

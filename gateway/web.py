@@ -28,6 +28,7 @@ from werkzeug.exceptions import (
 )
 
 from . import logs, metrics
+from .cli import cli as command_line
 from .config import (
     Settings,
     SourceConfig,
@@ -143,6 +144,8 @@ def create_app(
     _register_error_handlers(app)
     app.before_request(_before_request)
     app.after_request(_after_request)
+    # The same commands as the `gateway` script, as `flask gateway ...`.
+    app.cli.add_command(command_line, "gateway")
 
     _warn_risky_settings(settings)
     logger.info(

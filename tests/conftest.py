@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -14,6 +15,9 @@ from gateway import create_app
 from gateway.dispatch import GatewaySignal, signal
 from gateway.schemes import get_scheme
 from gateway.store import SQLiteStore, Store
+
+# The handler authors' kit (webhook_client...) and pytester, to test it.
+pytest_plugins = ["pytester", "gateway.testing"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -82,6 +86,21 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def restore_log_handlers() -> Iterator[None]:
+    """Drop the log handlers an app built in a test installed.
+
+    ``create_app`` configures logging process-wide; without this, a test
+    that inspects log records would depend on which tests ran before it.
+    """
+    loggers = [logging.getLogger(name) for name in ("gateway", "handlers")]
+    saved = [(logger, list(logger.handlers), logger.level) for logger in loggers]
+    yield
+    for logger, handlers, level in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
 
 
 @pytest.fixture

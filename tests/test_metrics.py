@@ -359,7 +359,7 @@ def wait_until_healthy(base_url: str, process: Any, timeout_seconds: float) -> N
         try:
             if requests.get(f"{base_url}/healthz", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.1)
     raise AssertionError(f"gunicorn did not answer /healthz in {timeout_seconds} s")
