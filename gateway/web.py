@@ -93,6 +93,8 @@ class Gateway:
         """Create the store's schema once; retried while the store is down."""
         if not self.schema_ready:
             self.store.migrate()
+            if self.refusals is not None:
+                self.refusals.log.migrate()
             self.schema_ready = True
 
 
