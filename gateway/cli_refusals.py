@@ -45,6 +45,7 @@ from .refusals import Refusal, RefusalLog
 from .store import Store, open_store
 from .tail import Tail, follow
 
+_sleep = time.sleep  # the tail's pause between polls; replaceable in tests
 _REQUEST_LINE = re.compile(rb"^[A-Z]+ (/\S*) HTTP/\d(\.\d)?$")
 _SOURCE_PATH = re.compile(r"/api/webhooks/([^/?#]+)")
 _ADVICE = {
@@ -260,7 +261,7 @@ def tail(interval: float, heartbeat: float, max_seconds: float | None) -> None:
             follow(
                 follower,
                 click.echo,
-                sleep=time.sleep,
+                sleep=_sleep,
                 clock=time.time,
                 interval_seconds=interval,
                 heartbeat_seconds=heartbeat,
