@@ -1,11 +1,10 @@
 """Prometheus counters for secret use, handler health and backpressure.
 
-They live in ``prometheus_client``'s default registry, so whatever serves
-``/metrics`` from that registry exposes them. Label values are bounded by
-the configuration: sources, key ids and loaded handler names only.
-
-Each worker process counts on its own; with several gunicorn workers the
-figures are summed by Prometheus's multi-process mode when it is enabled.
+They are process-wide (in ``prometheus_client``'s default registry) and
+``metrics.py`` adds them to every app's ``/metrics``; in multiprocess
+mode the workers' values are added up like the others. Several apps in
+one process (tests) share them. Label values are bounded by the
+configuration: sources, key ids and loaded handler names only.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ HANDLER_BREAKER_OPEN = Gauge(
     "gateway_handler_breaker_open",
     "1 while a handler is paused by its circuit breaker in this process.",
     ["handler"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 HANDLER_OVER_BUDGET = Counter(
     "gateway_handler_over_budget_total",
@@ -47,4 +46,13 @@ REFUSALS_UNRECORDED = Counter(
     "gateway_refusals_unrecorded_total",
     "Refused deliveries not written to the refusal log (throttled or full).",
     ["reason"],
+)
+COLLECTORS = (
+    SECRET_MATCHES,
+    HANDLER_PAUSED_EVENTS,
+    HANDLER_BREAKER_OPENED,
+    HANDLER_BREAKER_OPEN,
+    HANDLER_OVER_BUDGET,
+    BACKPRESSURE_REFUSALS,
+    REFUSALS_UNRECORDED,
 )
