@@ -27,8 +27,8 @@ from .schemes import SigningKey
 # this size, so a flood of large forged deliveries cannot make each
 # refusal expensive. The command line has no such cap.
 REQUEST_PATH_MAX_BODY_BYTES = 64 * 1024
-# Any timestamp passes with this tolerance; used to check the secrets of
-# a delivery whose timestamp alone was refused.
+# Any timestamp passes with this tolerance; used to check the secrets
+# apart from the timestamp, which is judged on its own.
 _ANY_TIME_SECONDS = 10**15
 
 
@@ -226,13 +226,17 @@ def _body_variants(body: bytes) -> list[tuple[str, bytes]]:
         payload = json.loads(body)
     except (ValueError, RecursionError):
         return variants
-    for label, options in (
-        ("re-serialised compactly", {"separators": (",", ":"), "ensure_ascii": False}),
-        ("re-serialised with spaces", {"ensure_ascii": False}),
-        ("re-serialised with \\u escapes", {"separators": (",", ":")}),
-        ("re-serialised with spaces and \\u escapes", {}),
+    compact = (",", ":")
+    spaced = (", ", ": ")
+    for label, separators, ensure_ascii in (
+        ("re-serialised compactly", compact, False),
+        ("re-serialised with spaces", spaced, False),
+        ("re-serialised with \\u escapes", compact, True),
+        ("re-serialised with spaces and \\u escapes", spaced, True),
     ):
-        text = json.dumps(payload, **options).encode("utf-8")  # type: ignore[arg-type]
+        text = json.dumps(
+            payload, separators=separators, ensure_ascii=ensure_ascii
+        ).encode("utf-8")
         if text != body and all(text != seen for _, seen in variants):
             variants.append((label, text))
     return variants

@@ -227,3 +227,12 @@ def test_key_usage_reads_postgres_too(postgres_url):
         assert usage["b"].last_matched_at == FROZEN_AT + 2
     finally:
         store.close()
+
+
+def test_metrics_route_shows_matches_by_key_id(make_app):
+    client = make_app(ROTATION_TOML).test_client()
+    deliver(client, "e1", OLD_SECRET)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'gateway_secret_matches_total{key_id="2025",source="integration"}' in text
+    assert "gateway_handler_breaker_opened_total" in text
+    assert OLD_SECRET not in text

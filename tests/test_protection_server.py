@@ -246,3 +246,16 @@ def test_refusals_from_both_workers_are_recorded_and_listed(server_factory, tmp_
     assert result.exit_code == 0, result.output
     assert result.output.count("invalid_signature") == 6
     assert SECRET not in result.output
+
+
+def test_secret_matches_add_up_across_workers_on_metrics(server_factory):
+    server = server_factory(RATELIMIT_DEFAULT="1000 per minute")
+    answers = [server.post(f"m{n}") for n in range(8)]
+    assert [answer.status_code for answer in answers] == [202] * 8
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('gateway_secret_matches_total{key_id="#0"')
+    )
+    assert float(line.rsplit(" ", 1)[1]) == 8
