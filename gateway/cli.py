@@ -21,6 +21,7 @@ import click
 
 from . import logs, replay
 from .cli_config import config_group
+from .cli_refusals import register as register_refusal_commands
 from .cli_send import send, webhook_url
 from .cli_support import (
     EXIT_CONFIG,
@@ -586,3 +587,7 @@ def _progress(
         file=sys.stderr,
     ) as bar:
         yield bar.update
+
+
+# Refusal diagnosis, secret usage and the live tail live in their own module.
+register_refusal_commands(cli)

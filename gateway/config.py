@@ -8,6 +8,7 @@ section 4).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets as secrets_module
@@ -31,6 +32,9 @@ DEFAULT_DATA_DIR = "var"
 # one is refused at start-up (issue 9).
 MIN_CONSOLE_TOKEN_CHARS = 16
 MIN_CONSOLE_PASSWORD_CHARS = 12
+# A source's allow-list is read once and checked per request; a cap keeps
+# that check cheap.
+MAX_ALLOW_NETWORKS = 256
 ENVIRONMENTS = ("development", "production")
 SOURCE_KEYS = frozenset(
     {
@@ -40,6 +44,7 @@ SOURCE_KEYS = frozenset(
         "tolerance_seconds",
         "max_body_bytes",
         "rate_limit",
+        "allow_networks",
     }
 )
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -64,6 +69,7 @@ class SourceConfig:
     header: str | None = None
     generated_secret: bool = False
     secret_texts: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def scheme_name(self) -> str:
@@ -96,6 +102,10 @@ class Settings:
     handler_time_budget_seconds: float = 10.0
     backlog_high_water: int = 0
     backlog_max_age_seconds: float = 0.0
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 30.0
+    secret_expiry_warning_days: float = 7.0
+    refusal_max_rows: int = 10_000
     metrics_token: str | None = field(default=None, repr=False)
     readyz_provider: bool = False
     log_format: str = "json"
@@ -189,6 +199,18 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
             environ, "GATEWAY_BACKLOG_HIGH_WATER", 0, low=0, high=10**9
         ),
         backlog_max_age_seconds=_number(environ, "GATEWAY_BACKLOG_MAX_AGE_SECONDS", 0),
+        breaker_failures=_integer(
+            environ, "GATEWAY_BREAKER_FAILURES", 5, low=0, high=10_000
+        ),
+        breaker_cooldown_seconds=_number(
+            environ, "GATEWAY_BREAKER_COOLDOWN_SECONDS", 30.0
+        ),
+        secret_expiry_warning_days=_number(
+            environ, "GATEWAY_SECRET_EXPIRY_WARNING_DAYS", 7.0
+        ),
+        refusal_max_rows=_integer(
+            environ, "GATEWAY_REFUSAL_MAX_ROWS", 10_000, low=1, high=10**8
+        ),
         metrics_token=_text(environ, "GATEWAY_METRICS_TOKEN", "") or None,
         readyz_provider=readyz_provider,
         log_format=log_format,
@@ -339,6 +361,7 @@ def _build_source(
     if not isinstance(rate_limit, str):
         raise ConfigError(f"{where}.rate_limit must be a string like '100/minute'.")
     _check_rate_limit(rate_limit, f"{where}.rate_limit")
+    allow_networks = _networks(where, table.get("allow_networks", []))
     return SourceConfig(
         name=name,
         scheme=scheme,
@@ -349,7 +372,28 @@ def _build_source(
         header=header,
         generated_secret=generated,
         secret_texts=tuple(text for _, text, _ in entries),
+        allow_networks=allow_networks,
     )
+
+
+def _networks(
+    where: str, value: Any
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Validate a source's ``allow_networks`` list of CIDR blocks."""
+    key = f"{where}.allow_networks"
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{key} must be a list of CIDR strings like "192.0.2.0/24".')
+    if len(value) > MAX_ALLOW_NETWORKS:
+        raise ConfigError(f"{key} lists more than {MAX_ALLOW_NETWORKS} networks.")
+    networks = []
+    for text in value:
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=True))
+        except ValueError as err:
+            # strict=True refuses host bits (192.0.2.7/24), most often a typo
+            # that would silently allow a wider or other network than meant.
+            raise ConfigError(f"{key}: {text!r} is not a network: {err}.") from None
+    return tuple(networks)
 
 
 def _secret_entry(

@@ -11,6 +11,8 @@ records each outcome, retries failed handlers with exponential backoff
 and jitter, and dead-letters a handler after its last retry
 (CONTRACT.md section 3). Handlers run at least once: a worker that dies
 mid-dispatch leaves a lease that expires, and the event is claimed again.
+A per-handler :class:`~gateway.breaker.CircuitBreaker` pauses a handler
+that keeps failing or running past its time budget; its events wait.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import Any, TypeVar
 from blinker import ANY, NamedSignal
 from blinker.base import ANY_ID
 
+from .breaker import CircuitBreaker
+from .counters import HANDLER_OVER_BUDGET, HANDLER_PAUSED_EVENTS
 from .errors import HandlerLoadError, StoreError
 from .store import HandlerRun, Store, StoredEvent
 
@@ -241,8 +245,10 @@ class Dispatcher:
         poll_interval_seconds: float = 1.0,
         handler_time_budget_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
+        breaker: CircuitBreaker | None = None,
     ):
         self.store = store
+        self.breaker = breaker or CircuitBreaker(clock=clock)
         self.max_retries = max_retries
         self.retry_base_seconds = retry_base_seconds
         self.lease_seconds = lease_seconds
@@ -364,6 +370,7 @@ class Dispatcher:
             )
         started = self.clock()
         token = current_store.set(self.store)
+        paused: dict[str, float] = {}
         try:
             for binding in bindings:
                 run = runs.get(binding.name)
@@ -371,6 +378,13 @@ class Dispatcher:
                     continue
                 if self._stopping.is_set():
                     break
+                if not self.breaker.allow(binding.name):
+                    # Paused: the event waits for this handler without an
+                    # attempt being recorded, so nothing is dead-lettered.
+                    resume = self.breaker.resume_at(binding.name)
+                    paused[binding.name] = resume or self.clock()
+                    HANDLER_PAUSED_EVENTS.labels(binding.name).inc()
+                    continue
                 if self.clock() - started > self.lease_seconds / 2:
                     self.store.extend_claim(
                         stored.pk, self.owner, self.clock() + self.lease_seconds
@@ -380,7 +394,7 @@ class Dispatcher:
                 outcomes.append(outcome)
         finally:
             current_store.reset(token)
-        self._finish(stored, bindings)
+        self._finish(stored, bindings, paused)
         return outcomes
 
     def _run_handler(
@@ -437,8 +451,15 @@ class Dispatcher:
             logger.error(
                 "handler failed, dead-lettered", extra=fields, exc_info=failure
             )
-        if duration_ms > self.handler_time_budget_seconds * 1000:
+        over_budget = duration_ms > self.handler_time_budget_seconds * 1000
+        if over_budget:
+            HANDLER_OVER_BUDGET.labels(binding.name).inc()
             logger.warning("handler ran past its time budget", extra=fields)
+        # DoNotRetry is a verdict on one event, not on the handler's health.
+        if over_budget or (error is not None and retry):
+            self.breaker.record_failure(binding.name)
+        else:
+            self.breaker.record_success(binding.name)
         outcome = HandlerOutcome(binding.name, status, attempt, duration_ms, error)
         for observer in self.observers:
             try:
@@ -447,17 +468,25 @@ class Dispatcher:
                 logger.exception("dispatch observer failed")
         return outcome
 
-    def _finish(self, stored: StoredEvent, bindings: list[Binding]) -> None:
+    def _finish(
+        self,
+        stored: StoredEvent,
+        bindings: list[Binding],
+        paused: dict[str, float] | None = None,
+    ) -> None:
         runs = self.store.handler_runs(stored.pk)
         now = self.clock()
+        paused = paused or {}
         pending_times: list[float] = []
         for binding in bindings:
             run = runs.get(binding.name)
+            # A paused handler's event is due when its breaker allows a probe.
+            resume = paused.get(binding.name, now)
             if run is None:
-                # Not run in this pass (the worker is stopping): due now.
-                pending_times.append(now)
+                # Not run in this pass (stopping, or paused): due now or later.
+                pending_times.append(max(now, resume))
             elif run.status == "retrying":
-                pending_times.append(run.next_attempt_at or now)
+                pending_times.append(max(run.next_attempt_at or now, resume))
         if pending_times:
             status, due = "pending", min(pending_times)
         elif any(run.status == "dead" for run in runs.values()):

@@ -8,7 +8,9 @@ bucket by sending one (field case 7).
 Each source's limit (``rate_limit``, default ``RATELIMIT_DEFAULT``) is
 counted per (client IP, source). A second, stricter bucket counts only
 deliveries refused for their signature, so a flood of forgeries is cut
-off long before a provider's legitimate burst would be.
+off long before a provider's legitimate burst would be. A source's
+``allow_networks`` (provider CIDR blocks) skip the per-IP limit, never
+the stricter one: a shared cloud range may hold forgers too.
 
 When Redis storage fails, the limiter falls back to in-memory counting in
 each worker and logs a warning: deliveries keep flowing (their signatures
@@ -17,6 +19,7 @@ still protect the gateway) rather than being refused for a limiter fault.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -104,12 +107,19 @@ def limit_webhooks(
     def exempt() -> bool:
         return source_name() is None
 
+    def exempt_or_allowed() -> bool:
+        name = source_name()
+        return name is None or is_allowed_network(client_ip(), sources[name])
+
     def refused_signature(response: Response) -> bool:
         return response.status_code == 401
 
     def decorate(view: Any) -> Any:
         view = limiter.limit(
-            source_limit, key_func=key, exempt_when=exempt, methods=["POST"]
+            source_limit,
+            key_func=key,
+            exempt_when=exempt_or_allowed,
+            methods=["POST"],
         )(view)
         return limiter.limit(
             unverified_limit,
@@ -120,6 +130,20 @@ def limit_webhooks(
         )(view)
 
     return decorate
+
+
+def is_allowed_network(ip: str, source: SourceConfig) -> bool:
+    """Whether ``ip`` lies in one of the source's ``allow_networks``."""
+    if not source.allow_networks:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in source.allow_networks)
 
 
 def retry_after_seconds(limiter: Limiter) -> int:

@@ -38,6 +38,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from .counters import COLLECTORS
 from .errors import InvalidSignature, MissingSignature, StoreError
 from .limiter import is_storage_degraded
 from .messages import STATUS_RANKS, delivery_figures
@@ -181,6 +182,10 @@ class GatewayMetrics:
         )
         self.store_collector = StoreCollector(gateway)
         registry.register(self.store_collector)
+        # Process-wide counters of secret use, handler breakers and
+        # backpressure (counters.py) are shown alongside this app's.
+        for collector in COLLECTORS:
+            registry.register(collector)
 
     def observe_delivery(self, fields: Mapping[str, Any]) -> None:
         """Count one answered delivery from its log fields."""

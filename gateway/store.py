@@ -219,6 +219,38 @@ class Store(ABC):
             for statement in self._ddl():
                 cursor.execute(statement)
 
+    def create_tables(self, statements: Sequence[str]) -> None:
+        """Create a companion module's tables and indexes, if missing.
+
+        Statements may use ``{serial}`` and ``{real}`` for the back-end's
+        auto-increment key and floating-point column types. They run in
+        one transaction, serialised like :meth:`migrate`.
+        """
+        serial, real = self._column_types()
+        with self._transaction() as cursor:
+            self._lock_schema(cursor)
+            for statement in statements:
+                cursor.execute(statement.format(serial=serial, real=real))
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement of a companion module in its own transaction.
+
+        ``?`` placeholders are translated for the back-end. Returns the
+        rows the statement yields (an empty list when it yields none).
+        """
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(statement), params)
+            if getattr(cursor, "description", None) is None:
+                return []
+            return list(cursor.fetchall())
+
+    def _column_types(self) -> tuple[str, str]:
+        return "INTEGER", "REAL"
+
+    def _lock_schema(self, cursor: _Cursor) -> None:
+        """Keep concurrent workers from racing on DDL (PostgreSQL only)."""
+        return None
+
     def ping(self) -> None:
         """Check the store answers; raise :class:`StoreError` if not."""
         with self._transaction() as cursor:
@@ -865,6 +897,12 @@ class PostgresStore(Store):
             raise StoreError(
                 f"the PostgreSQL store failed: {type(err).__name__}"
             ) from err
+
+    def _column_types(self) -> tuple[str, str]:
+        return "BIGSERIAL", "DOUBLE PRECISION"
+
+    def _lock_schema(self, cursor: _Cursor) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(727274)")
 
     def migrate(self) -> None:
         # An advisory lock keeps concurrent workers from racing on DDL.

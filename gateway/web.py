@@ -11,6 +11,7 @@ handler here turns it into JSON.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import sys
 import time
@@ -28,6 +29,8 @@ from werkzeug.exceptions import (
 )
 
 from . import logs, metrics
+from .backpressure import Backpressure
+from .breaker import CircuitBreaker
 from .cli import cli as command_line
 from .config import (
     Settings,
@@ -36,6 +39,7 @@ from .config import (
     secret_values,
     take_generated_secrets,
 )
+from .diagnosis import explain_refusal
 from .dispatch import Dispatcher, load_handlers, receiver_count
 from .errors import (
     GatewayError,
@@ -44,11 +48,13 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    SignatureError,
     StoreError,
     Unavailable,
     UnknownSource,
 )
 from .events import make_event, parse_delivery
+from .lifecycle import count_secret_match, warn_expiring_secrets
 from .limiter import (
     build_limiter,
     check_storage,
@@ -57,6 +63,7 @@ from .limiter import (
     trust_proxies,
 )
 from .provider import ProviderHealth, provider_health
+from .refusals import Refusal, RefusalLog, RefusalRecorder
 from .store import Store, open_store
 
 logger = logging.getLogger(__name__)
@@ -80,11 +87,15 @@ class Gateway:
     )
     schema_ready: bool = False
     provider_health: ProviderHealth | None = None
+    refusals: RefusalRecorder | None = None
+    backpressure: Backpressure | None = None
 
     def ensure_schema(self) -> None:
         """Create the store's schema once; retried while the store is down."""
         if not self.schema_ready:
             self.store.migrate()
+            if self.refusals is not None:
+                self.refusals.log.migrate()
             self.schema_ready = True
 
 
@@ -124,9 +135,27 @@ def create_app(
         poll_interval_seconds=settings.poll_interval_seconds,
         handler_time_budget_seconds=settings.handler_time_budget_seconds,
         clock=clock,
+        breaker=CircuitBreaker(
+            settings.breaker_failures, settings.breaker_cooldown_seconds, clock=clock
+        ),
     )
     gateway = Gateway(settings, store, dispatcher, limiter, clock)
     gateway.provider_health = provider_health(settings, clock)
+    gateway.refusals = RefusalRecorder(
+        RefusalLog(
+            store,
+            max_rows=settings.refusal_max_rows,
+            retention_days=settings.refusal_retention_days,
+        ),
+        clock=clock,
+    )
+    gateway.backpressure = Backpressure(
+        store,
+        high_water=settings.backlog_high_water,
+        max_age_seconds=settings.backlog_max_age_seconds,
+        clock=clock,
+    )
+    gateway.delivery_observers.append(count_secret_match)
     app.extensions["gateway"] = gateway
     try:
         gateway.ensure_schema()
@@ -148,6 +177,7 @@ def create_app(
     app.cli.add_command(command_line, "gateway")
 
     _warn_risky_settings(settings)
+    warn_expiring_secrets(settings, now=clock())
     logger.info(
         "gateway ready",
         extra={
@@ -202,15 +232,24 @@ def _receive(source_name: str) -> tuple[Response, int]:
         raise UnknownSource()
     if request.method != "POST":
         raise MethodNotAllowed()
+    if gateway.backpressure is not None:
+        gateway.backpressure.check()
     body = _read_body(source.max_body_bytes)
+    g.body = body
     headers = {name.lower(): value for name, value in request.headers.items()}
-    verification = source.scheme.verify(
-        body,
-        headers,
-        source.keys,
-        now=gateway.clock(),
-        tolerance_seconds=source.tolerance_seconds,
-    )
+    now = gateway.clock()
+    try:
+        verification = source.scheme.verify(
+            body,
+            headers,
+            source.keys,
+            now=now,
+            tolerance_seconds=source.tolerance_seconds,
+        )
+    except SignatureError as error:
+        # The client gets only the code; the refusal log keeps the cause.
+        error.detail = explain_refusal(error, source, body, headers, now=now)
+        raise
     g.delivery["key_id"] = verification.key_id
     delivery = parse_delivery(
         source.scheme_name, body, request.headers.get("Content-Type"), headers
@@ -280,6 +319,9 @@ def _readiness() -> tuple[Response, int]:
     if gateway.settings.dispatcher_enabled:
         gateway.dispatcher.start()
         checks["dispatcher"] = "ok" if gateway.dispatcher.is_running() else "stopped"
+    backlog = gateway.backpressure.state() if gateway.backpressure else None
+    if backlog is not None:
+        checks["backlog"] = backlog.reason or "ok"
     failing = [f"{part} {state}" for part, state in checks.items() if state != "ok"]
     if gateway.provider_health is not None:
         # Shown, never counted: the gateway still receives without it.
@@ -320,6 +362,8 @@ def _after_request(response: Response) -> Response:
         if g.get("error_detail"):
             fields["reason"] = g.error_detail
         logger.info("delivery", extra=fields)
+        if response.status_code >= 400:
+            _record_refusal(fields)
         for observer in get_gateway().delivery_observers:
             try:
                 observer(fields)
@@ -331,6 +375,38 @@ def _after_request(response: Response) -> Response:
     return response
 
 
+def _record_refusal(fields: Mapping[str, Any]) -> None:
+    """Queue the refusal of this request for the refusal log.
+
+    Only sizes, a hash and header names are kept: never the body, a
+    signature or a secret.
+    """
+    gateway = get_gateway()
+    if gateway.refusals is None:
+        return
+    body = g.get("body")
+    source = gateway.settings.sources.get(str(fields.get("source")))
+    gateway.refusals.record(
+        Refusal(
+            source=str(fields.get("source") or "-"),
+            at=gateway.clock(),
+            status=int(fields["status"]),
+            code=str(fields.get("code") or "internal_error"),
+            client_ip=request.remote_addr,
+            detail=g.get("error_detail") or g.get("error_message"),
+            request_id=g.get("request_id"),
+            body_bytes=len(body) if body is not None else request.content_length,
+            body_sha256=hashlib.sha256(body).hexdigest() if body is not None else None,
+            scheme=source.scheme_name if source else None,
+            content_type=request.headers.get("Content-Type"),
+            user_agent=request.headers.get("User-Agent"),
+            header_names=",".join(
+                sorted(name.lower() for name in request.headers.keys())
+            ),
+        )
+    )
+
+
 def _register_error_handlers(app: Flask) -> None:
     app.register_error_handler(GatewayError, _gateway_error)
     app.register_error_handler(RateLimitExceeded, _rate_limited)
@@ -340,6 +416,7 @@ def _register_error_handlers(app: Flask) -> None:
 
 def _gateway_error(error: GatewayError) -> tuple[Response, int]:
     g.error_code = error.code
+    g.error_message = error.public_message
     g.error_detail = error.detail if error.detail != error.public_message else None
     response = jsonify({"error": error.public_message, "code": error.code})
     if isinstance(error, MethodNotAllowed):
