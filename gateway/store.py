@@ -777,6 +777,11 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Held for each transaction and by close(): closing a connection
+        # that another thread is using crashes the sqlite3 module. SQLite
+        # serialises writers anyway, so this costs no concurrency.
+        self._use = threading.RLock()
+        self._closed = False
         if path != ":memory:":
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -801,27 +806,31 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _transaction(self) -> Iterator[_Cursor]:
-        try:
-            connection = self._connection()
-            cursor = connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as err:
-            self._local.connection = None
-            raise StoreError(f"the SQLite store is unavailable: {err}") from err
-        try:
-            yield cursor
-            cursor.execute("COMMIT")
-        except sqlite3.Error as err:
-            _rollback(connection)
-            raise StoreError(f"the SQLite store failed: {err}") from err
-        except BaseException:
-            _rollback(connection)
-            raise
-        finally:
-            cursor.close()
+        with self._use:
+            if self._closed:
+                raise StoreError("the SQLite store is closed")
+            try:
+                connection = self._connection()
+                cursor = connection.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                self._local.connection = None
+                raise StoreError(f"the SQLite store is unavailable: {err}") from err
+            try:
+                yield cursor
+                cursor.execute("COMMIT")
+            except sqlite3.Error as err:
+                _rollback(connection)
+                raise StoreError(f"the SQLite store failed: {err}") from err
+            except BaseException:
+                _rollback(connection)
+                raise
+            finally:
+                cursor.close()
 
     def close(self) -> None:
-        with self._lock:
+        with self._use, self._lock:
+            self._closed = True
             for connection in self._connections:
                 try:
                     connection.close()
