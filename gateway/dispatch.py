@@ -328,7 +328,7 @@ class Dispatcher:
                 for rest in claimed[index:]:
                     self._release(rest)
                 break
-            self.dispatch(stored)
+            self.dispatch(stored, claimed_at=now)
             handled += 1
         return handled
 
@@ -342,12 +342,17 @@ class Dispatcher:
                 break
         return total
 
-    def dispatch(self, stored: StoredEvent) -> list[HandlerOutcome]:
+    def dispatch(
+        self, stored: StoredEvent, *, claimed_at: float | None = None
+    ) -> list[HandlerOutcome]:
         """Run every matching, unfinished handler of a claimed event.
 
         Records each outcome, then releases the claim with the event's new
         status: ``done``, ``dead`` (some handler dead-lettered) or
-        ``pending`` until the earliest retry.
+        ``pending`` until the earliest retry. The lease, taken at
+        ``claimed_at`` (default: now), is renewed between handlers once
+        half of it has passed; if another worker has taken the event
+        meanwhile, the remaining handlers are left to that worker.
         """
         event = stored.event
         bindings = matching_handlers(event.source, event.type)
@@ -362,7 +367,9 @@ class Dispatcher:
                     "event_type": event.type,
                 },
             )
-        started = self.clock()
+        # Counted from the claim, not from this event's start: the last
+        # event of a claimed batch may wait a while behind the others.
+        renewed_at = self.clock() if claimed_at is None else claimed_at
         token = current_store.set(self.store)
         try:
             for binding in bindings:
@@ -371,11 +378,16 @@ class Dispatcher:
                     continue
                 if self._stopping.is_set():
                     break
-                if self.clock() - started > self.lease_seconds / 2:
-                    self.store.extend_claim(
-                        stored.pk, self.owner, self.clock() + self.lease_seconds
-                    )
-                    started = self.clock()
+                if self.clock() - renewed_at > self.lease_seconds / 2:
+                    renewed_at = self.clock()
+                    if not self.store.extend_claim(
+                        stored.pk, self.owner, renewed_at + self.lease_seconds
+                    ):
+                        logger.warning(
+                            "lease lost; another worker dispatches the event",
+                            extra={"source": event.source, "event_id": event.id},
+                        )
+                        return outcomes
                 outcome = self._run_handler(stored, binding, run)
                 outcomes.append(outcome)
         finally:

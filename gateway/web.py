@@ -115,7 +115,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     trust_proxies(app, settings.trusted_proxies)
     limiter = build_limiter(app, settings)
-    store = open_store(settings.database_url)
+    store = open_store(settings.database_url, pool_size=settings.db_pool_size)
     dispatcher = Dispatcher(
         store,
         max_retries=settings.max_retries,
@@ -276,11 +276,18 @@ def _readiness() -> tuple[Response, int]:
         checks["store"] = "ok"
     except StoreError:
         checks["store"] = "unreachable"
-    checks["limiter"] = "ok" if check_storage(gateway.limiter) else "unreachable"
+    # A limiter storage outage degrades the limit to per-worker counting
+    # but refuses no delivery, so it must not take the instance out of
+    # rotation: the gateway stays ready and says it is degraded.
+    checks["limiter"] = "ok" if check_storage(gateway.limiter) else "degraded"
     if gateway.settings.dispatcher_enabled:
         gateway.dispatcher.start()
         checks["dispatcher"] = "ok" if gateway.dispatcher.is_running() else "stopped"
-    failing = [f"{part} {state}" for part, state in checks.items() if state != "ok"]
+    failing = [
+        f"{part} {state}"
+        for part, state in checks.items()
+        if state not in ("ok", "degraded")
+    ]
     if gateway.provider_health is not None:
         # Shown, never counted: the gateway still receives without it.
         checks["provider"] = gateway.provider_health.status()
