@@ -148,8 +148,13 @@ def matching_handlers(source: str, event_type: str) -> list[Binding]:
             name = handler_name(receiver)
             if name in seen:
                 name = f"{name}[{item.name}]"
-            if name in seen:
-                continue
+            # Two objects of one class (or two partials of one function)
+            # share a name; number them in connection order rather than
+            # silently skip one.
+            base, number = name, 1
+            while name in seen:
+                number += 1
+                name = f"{base}#{number}"
             seen.add(name)
             bindings.append(Binding(name, receiver, item.name))
     return bindings
