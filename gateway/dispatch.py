@@ -36,6 +36,7 @@ from blinker import ANY, NamedSignal
 from blinker.base import ANY_ID
 
 from .errors import HandlerLoadError, StoreError
+from .replay import prune
 from .store import HandlerRun, Store, StoredEvent
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
 MAX_ERROR_CHARS = 2000
 CLAIM_BATCH = 20
+PRUNE_INTERVAL_SECONDS = 3600.0
 ENTRY_POINT_GROUP = "gateway.handlers"
 
 _signals: dict[str, GatewaySignal] = {}
@@ -233,7 +235,9 @@ class Dispatcher:
     ``start`` runs passes in a daemon thread, woken by :meth:`wake` after
     each stored delivery and otherwise every ``poll_interval_seconds``.
     Callbacks in ``observers`` receive each :class:`HandlerOutcome` with
-    its event, for metrics and live tails.
+    its event, for metrics and live tails. With ``retention_days`` above
+    zero the thread also prunes fully handled events older than that,
+    once every ``prune_interval_seconds``.
     """
 
     def __init__(
@@ -245,6 +249,8 @@ class Dispatcher:
         lease_seconds: float = 60.0,
         poll_interval_seconds: float = 1.0,
         handler_time_budget_seconds: float = 10.0,
+        retention_days: float = 0.0,
+        prune_interval_seconds: float = PRUNE_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.time,
     ):
         self.store = store
@@ -253,6 +259,9 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.poll_interval_seconds = poll_interval_seconds
         self.handler_time_budget_seconds = handler_time_budget_seconds
+        self.retention_days = retention_days
+        self.prune_interval_seconds = prune_interval_seconds
+        self.last_prune_at: float | None = None
         self.clock = clock
         self.observers: list[Callable[[StoredEvent, HandlerOutcome], None]] = []
         self.owner = _owner_name()
@@ -336,6 +345,24 @@ class Dispatcher:
             self.dispatch(stored, claimed_at=now)
             handled += 1
         return handled
+
+    def prune_if_due(self) -> int:
+        """Prune old handled events if retention is on and the interval passed.
+
+        Pending and dead-lettered events are never pruned. Returns how many
+        events were deleted.
+        """
+        now = self.clock()
+        if self.retention_days <= 0 or (
+            self.last_prune_at is not None
+            and now - self.last_prune_at < self.prune_interval_seconds
+        ):
+            return 0
+        self.last_prune_at = now
+        deleted = prune(self.store, retention_days=self.retention_days, now=now)
+        if deleted:
+            logger.info("pruned handled events", extra={"count": deleted})
+        return deleted
 
     def run_until_idle(self, *, max_passes: int = 1000) -> int:
         """Run passes until nothing is due; return events handled (tests)."""
@@ -498,6 +525,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 handled = self.run_once()
+                self.prune_if_due()
             except StoreError:
                 logger.error("dispatcher pass failed; will retry", exc_info=True)
                 handled = 0

@@ -123,6 +123,7 @@ def create_app(
         lease_seconds=settings.lease_seconds,
         poll_interval_seconds=settings.poll_interval_seconds,
         handler_time_budget_seconds=settings.handler_time_budget_seconds,
+        retention_days=settings.retention_days,
         clock=clock,
     )
     gateway = Gateway(settings, store, dispatcher, limiter, clock)
