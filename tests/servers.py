@@ -11,6 +11,10 @@ log, find its worker processes and stop it. Typical use::
         wait_until(lambda: ..., timeout=20, what="the handler ran")
     print(server.log())
 
+``HANDLERS_MODULE`` (``tests.handlers_for_tests``) is a handler module
+that records every call in ``GATEWAY_TEST_CALLS_DIR``; :func:`read_calls`
+reads the calls back, so a test can count them across processes.
+
 The server's own environment is the test process's minus every gateway
 variable (``GATEWAY_*``, ``INTEGRATION_*``, ``RATELIMIT_*``), plus
 defaults (a data directory under the given folder, the test secret,
