@@ -23,6 +23,8 @@ from gateway.replay import replay_dead_letters, replay_event, replay_range
 from tests.conftest import SECRET
 
 TYPE = "message.delivered"
+
+pytestmark = pytest.mark.usefixtures("isolated_handlers")
 JITTER = 0.2
 
 

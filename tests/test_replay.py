@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gateway.dispatch import DoNotRetry
 from gateway.replay import prune, replay_dead_letters
 from tests.test_dispatch import TYPE, Recorder, pk_of, post
 
 DAY = 86_400
+
+pytestmark = pytest.mark.usefixtures("isolated_handlers")
 
 
 def dispatched_app(make_app: Any, connect: Any, **config: str) -> tuple[Any, Recorder]:
