@@ -97,6 +97,7 @@ class Settings:
     lease_seconds: float = 60.0
     poll_interval_seconds: float = 1.0
     retention_days: float = 30.0
+    db_pool_size: int = 5
     refusal_retention_days: float = 7.0
     dispatcher_enabled: bool = True
     handler_time_budget_seconds: float = 10.0
@@ -190,6 +191,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         lease_seconds=_number(environ, "GATEWAY_LEASE_SECONDS", 60.0),
         poll_interval_seconds=_number(environ, "GATEWAY_POLL_SECONDS", 1.0),
         retention_days=_number(environ, "GATEWAY_RETENTION_DAYS", 30.0),
+        db_pool_size=_integer(environ, "GATEWAY_DB_POOL_SIZE", 5, low=1, high=100),
         refusal_retention_days=_number(environ, "GATEWAY_REFUSAL_RETENTION_DAYS", 7.0),
         dispatcher_enabled=_flag(environ, "GATEWAY_DISPATCHER", True),
         handler_time_budget_seconds=_number(

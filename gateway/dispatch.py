@@ -40,6 +40,7 @@ from blinker.base import ANY_ID
 from .breaker import CircuitBreaker
 from .counters import HANDLER_OVER_BUDGET, HANDLER_PAUSED_EVENTS
 from .errors import HandlerLoadError, StoreError
+from .replay import prune
 from .store import HandlerRun, Store, StoredEvent
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
 MAX_ERROR_CHARS = 2000
 CLAIM_BATCH = 20
+PRUNE_INTERVAL_SECONDS = 3600.0
 ENTRY_POINT_GROUP = "gateway.handlers"
 
 _signals: dict[str, GatewaySignal] = {}
@@ -152,8 +154,13 @@ def matching_handlers(source: str, event_type: str) -> list[Binding]:
             name = handler_name(receiver)
             if name in seen:
                 name = f"{name}[{item.name}]"
-            if name in seen:
-                continue
+            # Two objects of one class (or two partials of one function)
+            # share a name; number them in connection order rather than
+            # silently skip one.
+            base, number = name, 1
+            while name in seen:
+                number += 1
+                name = f"{base}#{number}"
             seen.add(name)
             bindings.append(Binding(name, receiver, item.name))
     return bindings
@@ -232,7 +239,9 @@ class Dispatcher:
     ``start`` runs passes in a daemon thread, woken by :meth:`wake` after
     each stored delivery and otherwise every ``poll_interval_seconds``.
     Callbacks in ``observers`` receive each :class:`HandlerOutcome` with
-    its event, for metrics and live tails.
+    its event, for metrics and live tails. With ``retention_days`` above
+    zero the thread also prunes fully handled events older than that,
+    once every ``prune_interval_seconds``.
     """
 
     def __init__(
@@ -244,6 +253,8 @@ class Dispatcher:
         lease_seconds: float = 60.0,
         poll_interval_seconds: float = 1.0,
         handler_time_budget_seconds: float = 10.0,
+        retention_days: float = 0.0,
+        prune_interval_seconds: float = PRUNE_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.time,
         breaker: CircuitBreaker | None = None,
     ):
@@ -254,6 +265,9 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.poll_interval_seconds = poll_interval_seconds
         self.handler_time_budget_seconds = handler_time_budget_seconds
+        self.retention_days = retention_days
+        self.prune_interval_seconds = prune_interval_seconds
+        self.last_prune_at: float | None = None
         self.clock = clock
         self.observers: list[Callable[[StoredEvent, HandlerOutcome], None]] = []
         self.owner = _owner_name()
@@ -334,9 +348,27 @@ class Dispatcher:
                 for rest in claimed[index:]:
                     self._release(rest)
                 break
-            self.dispatch(stored)
+            self.dispatch(stored, claimed_at=now)
             handled += 1
         return handled
+
+    def prune_if_due(self) -> int:
+        """Prune old handled events if retention is on and the interval passed.
+
+        Pending and dead-lettered events are never pruned. Returns how many
+        events were deleted.
+        """
+        now = self.clock()
+        if self.retention_days <= 0 or (
+            self.last_prune_at is not None
+            and now - self.last_prune_at < self.prune_interval_seconds
+        ):
+            return 0
+        self.last_prune_at = now
+        deleted = prune(self.store, retention_days=self.retention_days, now=now)
+        if deleted:
+            logger.info("pruned handled events", extra={"count": deleted})
+        return deleted
 
     def run_until_idle(self, *, max_passes: int = 1000) -> int:
         """Run passes until nothing is due; return events handled (tests)."""
@@ -348,12 +380,17 @@ class Dispatcher:
                 break
         return total
 
-    def dispatch(self, stored: StoredEvent) -> list[HandlerOutcome]:
+    def dispatch(
+        self, stored: StoredEvent, *, claimed_at: float | None = None
+    ) -> list[HandlerOutcome]:
         """Run every matching, unfinished handler of a claimed event.
 
         Records each outcome, then releases the claim with the event's new
         status: ``done``, ``dead`` (some handler dead-lettered) or
-        ``pending`` until the earliest retry.
+        ``pending`` until the earliest retry. The lease, taken at
+        ``claimed_at`` (default: now), is renewed between handlers once
+        half of it has passed; if another worker has taken the event
+        meanwhile, the remaining handlers are left to that worker.
         """
         event = stored.event
         bindings = matching_handlers(event.source, event.type)
@@ -368,7 +405,9 @@ class Dispatcher:
                     "event_type": event.type,
                 },
             )
-        started = self.clock()
+        # Counted from the claim, not from this event's start: the last
+        # event of a claimed batch may wait a while behind the others.
+        renewed_at = self.clock() if claimed_at is None else claimed_at
         token = current_store.set(self.store)
         paused: dict[str, float] = {}
         try:
@@ -385,11 +424,16 @@ class Dispatcher:
                     paused[binding.name] = resume or self.clock()
                     HANDLER_PAUSED_EVENTS.labels(binding.name).inc()
                     continue
-                if self.clock() - started > self.lease_seconds / 2:
-                    self.store.extend_claim(
-                        stored.pk, self.owner, self.clock() + self.lease_seconds
-                    )
-                    started = self.clock()
+                if self.clock() - renewed_at > self.lease_seconds / 2:
+                    renewed_at = self.clock()
+                    if not self.store.extend_claim(
+                        stored.pk, self.owner, renewed_at + self.lease_seconds
+                    ):
+                        logger.warning(
+                            "lease lost; another worker dispatches the event",
+                            extra={"source": event.source, "event_id": event.id},
+                        )
+                        return outcomes
                 outcome = self._run_handler(stored, binding, run)
                 outcomes.append(outcome)
         finally:
@@ -510,6 +554,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 handled = self.run_once()
+                self.prune_if_due()
             except StoreError:
                 logger.error("dispatcher pass failed; will retry", exc_info=True)
                 handled = 0

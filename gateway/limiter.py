@@ -15,6 +15,8 @@ the stricter one: a shared cloud range may hold forgers too.
 When Redis storage fails, the limiter falls back to in-memory counting in
 each worker and logs a warning: deliveries keep flowing (their signatures
 still protect the gateway) rather than being refused for a limiter fault.
+:func:`is_storage_degraded` tells readiness and metrics about it; the
+limiter returns to Redis by itself once Redis answers again.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def build_limiter(app: Flask, settings: Settings) -> Limiter:
             "rate-limit storage is in memory: each worker process counts on its own",
             extra={"storage": "memory"},
         )
+    else:
+        _watch_storage(app, limiter)
     return limiter
 
 
@@ -157,6 +161,33 @@ def retry_after_seconds(limiter: Limiter) -> int:
 def is_storage_degraded(limiter: Limiter) -> bool:
     """Whether the limiter has fallen back to in-memory counting."""
     return bool(getattr(limiter, "_storage_dead", False))
+
+
+def _watch_storage(app: Flask, limiter: Limiter) -> None:
+    """Log once when the limiter falls back to memory and when it recovers.
+
+    flask-limiter switches storage inside the request; this hook notices
+    the switch after the answer, so the warning reaches the gateway's log.
+    """
+    state = {"degraded": False}
+
+    def note(response: Response) -> Response:
+        degraded = is_storage_degraded(limiter)
+        if degraded != state["degraded"]:
+            state["degraded"] = degraded
+            if degraded:
+                logger.warning(
+                    "rate-limit storage unreachable; counting in memory per worker"
+                    " and accepting deliveries",
+                    extra={"storage": "fallback-memory"},
+                )
+            else:
+                logger.info(
+                    "rate-limit storage reachable again", extra={"storage": "shared"}
+                )
+        return response
+
+    app.after_request(note)
 
 
 def check_storage(limiter: Limiter) -> bool:

@@ -100,7 +100,10 @@ def prune(store: Store, *, retention_days: float, now: float | None = None) -> i
     """Delete fully handled events older than ``retention_days``.
 
     Pending events and events with dead letters are kept until they are
-    replayed or purged. Returns how many events were deleted.
+    replayed or purged. Returns how many events were deleted. Each
+    gateway's dispatcher already does this hourly with
+    ``GATEWAY_RETENTION_DAYS`` (``Settings.retention_days``); call it to
+    prune at another time.
     """
     moment = time.time() if now is None else now
     return store.prune(older_than=moment - retention_days * DAY_SECONDS)

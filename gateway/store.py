@@ -843,9 +843,10 @@ class SQLiteStore(Store):
 class PostgresStore(Store):
     """The shared store for many workers and hosts, on PostgreSQL.
 
-    Uses a psycopg connection pool per process (``pool_size``
-    connections). Claims lock rows with ``FOR UPDATE SKIP LOCKED`` so
-    concurrent dispatchers never take the same event.
+    Uses a psycopg connection pool per process of at most ``pool_size``
+    connections (``GATEWAY_DB_POOL_SIZE``: the request threads plus the
+    dispatcher thread of one worker). Claims lock rows with ``FOR UPDATE
+    SKIP LOCKED`` so concurrent dispatchers never take the same event.
     """
 
     kind = "postgresql"
@@ -863,10 +864,11 @@ class PostgresStore(Store):
             psycopg.Error,
             _pool_error(),
         )
+        self.pool_size = max(pool_size, 1)
         self._pool = ConnectionPool(
             url,
             min_size=1,
-            max_size=max(pool_size, 1),
+            max_size=self.pool_size,
             timeout=timeout_seconds,
             open=False,
             check=ConnectionPool.check_connection,

@@ -126,7 +126,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     trust_proxies(app, settings.trusted_proxies)
     limiter = build_limiter(app, settings)
-    store = open_store(settings.database_url)
+    store = open_store(settings.database_url, pool_size=settings.db_pool_size)
     dispatcher = Dispatcher(
         store,
         max_retries=settings.max_retries,
@@ -134,6 +134,7 @@ def create_app(
         lease_seconds=settings.lease_seconds,
         poll_interval_seconds=settings.poll_interval_seconds,
         handler_time_budget_seconds=settings.handler_time_budget_seconds,
+        retention_days=settings.retention_days,
         clock=clock,
         breaker=CircuitBreaker(
             settings.breaker_failures, settings.breaker_cooldown_seconds, clock=clock
@@ -315,14 +316,21 @@ def _readiness() -> tuple[Response, int]:
         checks["store"] = "ok"
     except StoreError:
         checks["store"] = "unreachable"
-    checks["limiter"] = "ok" if check_storage(gateway.limiter) else "unreachable"
+    # A limiter storage outage degrades the limit to per-worker counting
+    # but refuses no delivery, so it must not take the instance out of
+    # rotation: the gateway stays ready and says it is degraded.
+    checks["limiter"] = "ok" if check_storage(gateway.limiter) else "degraded"
     if gateway.settings.dispatcher_enabled:
         gateway.dispatcher.start()
         checks["dispatcher"] = "ok" if gateway.dispatcher.is_running() else "stopped"
     backlog = gateway.backpressure.state() if gateway.backpressure else None
     if backlog is not None:
         checks["backlog"] = backlog.reason or "ok"
-    failing = [f"{part} {state}" for part, state in checks.items() if state != "ok"]
+    failing = [
+        f"{part} {state}"
+        for part, state in checks.items()
+        if state not in ("ok", "degraded")
+    ]
     if gateway.provider_health is not None:
         # Shown, never counted: the gateway still receives without it.
         checks["provider"] = gateway.provider_health.status()

@@ -250,3 +250,35 @@ def redis_url() -> str:
     """The URL of the machine's Redis server (skipped when absent)."""
     require_service("Redis", "127.0.0.1", 6379)
     return REDIS_URL
+
+
+@pytest.fixture
+def isolated_handlers() -> Iterator[None]:
+    """Hide the handlers other tests' modules left connected; restore after.
+
+    Handler modules stay imported, so their receivers stay connected for
+    the rest of the run; a test that counts handler runs uses this.
+    """
+    from gateway.dispatch import iter_signals
+
+    saved = []
+    for _, item in iter_signals():
+        saved.append(
+            (
+                item,
+                dict(item.receivers),
+                {key: set(value) for key, value in item._by_receiver.items()},
+                {key: set(value) for key, value in item._by_sender.items()},
+            )
+        )
+        item.receivers.clear()
+        item._by_receiver.clear()
+        item._by_sender.clear()
+    yield
+    for item, receivers, by_receiver, by_sender in saved:
+        item.receivers.clear()
+        item.receivers.update(receivers)
+        item._by_receiver.clear()
+        item._by_receiver.update(by_receiver)
+        item._by_sender.clear()
+        item._by_sender.update(by_sender)
