@@ -29,7 +29,9 @@ def deliver(client: Any, event_id: str, secret: str = SECRET) -> int:
     return response.status_code
 
 
-def test_tail_shows_only_what_comes_after_it_starts(make_app, connect):
+def test_tail_shows_only_what_comes_after_it_starts(
+    make_app, connect, isolated_handlers
+):
     app = make_app()
     gateway = app.extensions["gateway"]
     client = app.test_client()
@@ -56,7 +58,9 @@ def test_tail_shows_only_what_comes_after_it_starts(make_app, connect):
     assert follower.poll() == []
 
 
-def test_tail_shows_failed_handler_runs_with_their_error(make_app, connect):
+def test_tail_shows_failed_handler_runs_with_their_error(
+    make_app, connect, isolated_handlers
+):
     app = make_app()
     gateway = app.extensions["gateway"]
     follower = Tail(gateway.store)
