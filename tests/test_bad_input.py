@@ -543,3 +543,24 @@ def test_gunicorn_refuses_malformed_or_oversized_headers_before_the_app(server, 
     assert status in (400, 431)
     assert content_type.startswith("text/html")
     assert server.request("GET", "/healthz")[0] == 200
+
+
+# -- logs ------------------------------------------------------------------------
+
+
+def test_hostile_delivery_leaves_no_signature_or_body_in_the_logs(
+    deliver, sign, caplog
+):
+    body = event_body("log_probe", card="4111-1111-1111-1111")
+    signature = sign("hmac-sha256", body)["X-Integration-Signature"]
+    forged = signature[::-1]
+    with caplog.at_level("DEBUG", logger="gateway"):
+        deliver(body, headers={"X-Integration-Signature": forged}, is_signed=False)
+        deliver(body + b"\xff", headers={"X-Integration-Signature": signature})
+        deliver(body)
+    logged = "\n".join(
+        f"{record.getMessage()} {vars(record)}" for record in caplog.records
+    )
+    assert "delivery" in logged
+    for secret_text in (signature, forged, SECRET, "4111-1111-1111-1111"):
+        assert secret_text not in logged
