@@ -29,8 +29,10 @@ if not os.environ.get(_METRICS_DIR_VARIABLE):
 
 bind = os.environ.get("GATEWAY_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threads let a slow client hold one thread, not a whole worker.
-worker_class = "gthread"
+# Threads let a slow client hold one thread, not a whole worker; the
+# gateway's gthread worker also cuts any request that takes longer than
+# ``timeout`` seconds to arrive and be answered (docs/security.md).
+worker_class = "gateway.serving.DeadlineThreadWorker"
 threads = int(os.environ.get("GATEWAY_THREADS", "4"))
 timeout = 30
 graceful_timeout = 25

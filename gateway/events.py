@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,10 @@ from .errors import InvalidPayload, UnsupportedMediaType
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
 FORM_TYPE = "application/x-www-form-urlencoded"
+# A compressed body is refused rather than inflated: inflating would let a
+# small signed body grow past the size limit after it was checked, and no
+# supported provider compresses deliveries (docs/security.md).
+IDENTITY_ENCODINGS = frozenset({"", "identity"})
 MAX_NESTING_DEPTH = 128
 MAX_ID_CHARS = 256
 MAX_TYPE_CHARS = 200
@@ -87,9 +92,16 @@ def parse_delivery(
         live (CONTRACT.md section 2).
     :param headers: the delivery's headers with lower-case names.
     :raises UnsupportedMediaType: the content type is not one the scheme
-        takes (JSON for all; form-encoded ``payload=`` for GitHub too).
-    :raises InvalidPayload: bad JSON, not an object, or no event type.
+        takes (JSON for all; form-encoded ``payload=`` for GitHub too), or
+        the body has a ``Content-Encoding`` such as gzip.
+    :raises InvalidPayload: bad JSON, not an object, a number too large
+        for a float, text that is not valid Unicode, or no event type.
     """
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in IDENTITY_ENCODINGS:
+        raise UnsupportedMediaType(
+            "This source does not take compressed bodies; send them uncompressed."
+        )
     payload = _parse_body(scheme, body, content_type)
     if scheme == "slack" and payload.get("type") == "url_verification":
         challenge = payload.get("challenge")
@@ -155,13 +167,20 @@ def _load_json_object(body: bytes) -> dict[str, Any]:
         raise InvalidPayload("The body is empty; it must be a JSON object.")
     try:
         # json.loads on bytes detects UTF-8/16/32 and skips a UTF-8 BOM.
-        payload = json.loads(body, parse_constant=_refuse_constant)
+        payload = json.loads(
+            body, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except (ValueError, RecursionError):
         raise InvalidPayload("The body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise InvalidPayload("The body must be a JSON object.")
-    if _depth(payload) > MAX_NESTING_DEPTH:
+    depth, has_lone_surrogate = _inspect(payload)
+    if depth > MAX_NESTING_DEPTH:
         raise InvalidPayload(f"The body nests deeper than {MAX_NESTING_DEPTH} levels.")
+    if has_lone_surrogate:
+        # JSON's \ud800-style escapes can name half of a UTF-16 pair, which
+        # no UTF-8 store or handler can hold.
+        raise InvalidPayload("The body holds text that is not valid Unicode.")
     return payload
 
 
@@ -169,19 +188,45 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _depth(value: Any) -> int:
-    """Return the nesting depth of a parsed JSON value, iteratively."""
+def _finite_float(text: str) -> float:
+    # 1e400 parses to infinity, which JSON cannot express when the event
+    # is stored and handed on.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _inspect(value: Any) -> tuple[int, bool]:
+    """Measure a parsed JSON value: (nesting depth, holds a lone surrogate).
+
+    Keys and strings are both checked. Iterative, so depth costs no stack.
+    """
     deepest = 0
+    has_lone_surrogate = False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
+        if isinstance(item, str):
+            has_lone_surrogate = has_lone_surrogate or _has_lone_surrogate(item)
+        elif isinstance(item, dict):
             deepest = max(deepest, level)
+            stack.extend((key, level) for key in item)
             stack.extend((child, level + 1) for child in item.values())
         elif isinstance(item, list):
             deepest = max(deepest, level)
             stack.extend((child, level + 1) for child in item)
-    return deepest
+    return deepest, has_lone_surrogate
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _event_type(

@@ -94,10 +94,12 @@ class RedactionFilter(logging.Filter):
         record.msg = redact(message)
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:
+            # exc_info stays: the record is shared with every other handler
+            # (pytest's, an error tracker's), and formatters use the redacted
+            # exc_text in preference to it.
             record.exc_text = redact(
                 "".join(traceback.format_exception(*record.exc_info))
             )
-            record.exc_info = None
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
         if record.stack_info:

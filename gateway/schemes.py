@@ -581,7 +581,11 @@ def _decode_base64(text: str, size: int | None) -> bytes | None:
         decoded = base64.b64decode(text, validate=True)
     except ValueError:  # binascii.Error is a ValueError.
         return None
-    if size is not None and len(decoded) != size:
+    if size is None:
+        return decoded
+    # A signature must be in canonical form: otherwise the unused low bits
+    # of its last character make several spellings of one signature valid.
+    if len(decoded) != size or base64.b64encode(decoded) != text.encode("ascii"):
         return None
     return decoded
 

@@ -31,6 +31,7 @@ from .events import Event
 logger = logging.getLogger(__name__)
 
 EVENT_STATUSES = ("pending", "done", "dead")
+APPLICATION_NAME = "webhook-gateway"
 RUN_STATUSES = ("ok", "retrying", "dead")
 _EVENT_COLUMNS = (
     "pk, source, event_id, type, received_at, payload, headers, status, key_id"
@@ -872,7 +873,7 @@ class PostgresStore(Store):
             timeout=timeout_seconds,
             open=False,
             check=ConnectionPool.check_connection,
-            kwargs={"connect_timeout": max(int(timeout_seconds), 1)},
+            kwargs=_connection_options(url, timeout_seconds),
         )
         self._opened = False
         self._open_lock = threading.Lock()
@@ -940,6 +941,26 @@ def open_store(url: str, *, pool_size: int = 4) -> Store:
     raise ConfigError(
         "GATEWAY_DATABASE_URL must start with sqlite:/// or postgresql://"
     )
+
+
+def _connection_options(url: str, timeout_seconds: float) -> dict[str, Any]:
+    """Connection settings for PostgreSQL: a connect timeout and a name.
+
+    The gateway's sessions carry ``application_name`` (default
+    ``APPLICATION_NAME``) so operators can find them in
+    ``pg_stat_activity``; an ``application_name`` in the URL wins.
+    """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    options: dict[str, Any] = {"connect_timeout": max(int(timeout_seconds), 1)}
+    try:
+        named = "application_name" in conninfo_to_dict(url)
+    except psycopg.Error:  # a malformed URL fails at connect, as StoreError
+        named = False
+    if not named:
+        options["application_name"] = APPLICATION_NAME
+    return options
 
 
 def _stored_event(row: Sequence[Any]) -> StoredEvent:

@@ -73,6 +73,21 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
+def _server_read_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from gunicorn.http.errors import ParseException
+    except ImportError:  # served by another WSGI server
+        return ()
+    return (ParseException,)
+
+
+_BODY_READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    *_server_read_errors(),
+)
+
+
 @dataclass
 class Gateway:
     """Everything one app instance runs on, kept in ``app.extensions``."""
@@ -304,6 +319,15 @@ def _read_body(max_bytes: int) -> bytes:
         raise PayloadTooLarge() from None
     except ClientDisconnected:
         raise InvalidPayload("The body ended before its announced length.") from None
+    except _BODY_READ_ERRORS as err:
+        # Malformed chunked framing or a dropped connection, raised by the
+        # WSGI server while the body is read: the client's fault, not ours.
+        raise InvalidPayload(
+            "The body could not be read.", detail=f"body read failed: {err!r}"
+        ) from None
+    if length is not None and total < length:
+        # gunicorn hands over what arrived when the client closes early.
+        raise InvalidPayload("The body ended before its announced length.")
     return b"".join(chunks)
 
 
