@@ -1,5 +1,5 @@
 """The WSGI entry point: ``gunicorn app:app``."""
 
-from gateway import create_app
+from gateway.web import create_app_or_exit
 
-app = create_app()
+app = create_app_or_exit()

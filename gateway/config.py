@@ -25,6 +25,8 @@ from .schemes import Scheme, SigningKey, get_scheme
 
 DEFAULT_SOURCE = "integration"
 DEFAULT_RATE_LIMIT = "100 per 15 minutes"
+# Deliveries refused for their signature also draw from this stricter bucket.
+DEFAULT_UNVERIFIED_LIMIT = "20 per minute"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_TOLERANCE_SECONDS = 300
 DEFAULT_DATA_DIR = "var"
@@ -87,6 +89,7 @@ class Settings:
     data_dir: str
     ratelimit_storage_uri: str
     ratelimit_default: str
+    ratelimit_unverified: str
     trusted_proxies: int
     handler_modules: tuple[str, ...]
     api_key: str | None = field(default=None, repr=False)
@@ -140,6 +143,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     data_dir = _text(environ, "GATEWAY_DATA_DIR", DEFAULT_DATA_DIR)
     rate_default = _text(environ, "RATELIMIT_DEFAULT", DEFAULT_RATE_LIMIT)
     _check_rate_limit(rate_default, "RATELIMIT_DEFAULT")
+    unverified_limit = _text(environ, "RATELIMIT_UNVERIFIED", DEFAULT_UNVERIFIED_LIMIT)
+    _check_rate_limit(unverified_limit, "RATELIMIT_UNVERIFIED")
     config_path = _text(environ, "GATEWAY_CONFIG", "")
     if config_path:
         tables = _read_toml(config_path)
@@ -181,6 +186,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         data_dir=data_dir,
         ratelimit_storage_uri=storage_uri,
         ratelimit_default=rate_default,
+        ratelimit_unverified=unverified_limit,
         trusted_proxies=_integer(environ, "GATEWAY_TRUSTED_PROXIES", 0, low=0, high=10),
         handler_modules=tuple(_split(_text(environ, "GATEWAY_HANDLERS", ""))),
         api_key=_text(environ, "INTEGRATION_API_KEY", "") or None,
@@ -335,7 +341,7 @@ def _build_source(
         raise ConfigError(f"{where}.secrets must be a list.")
     generated = False
     entries = [
-        _secret_entry(where, index, item, environ)
+        _secret_entry(where, index, item, environ, production=env == "production")
         for index, item in enumerate(raw_secrets)
     ]
     entries = [entry for entry in entries if entry[1]]
@@ -399,7 +405,12 @@ def _networks(
 
 
 def _secret_entry(
-    where: str, index: int, item: Any, environ: Mapping[str, Any]
+    where: str,
+    index: int,
+    item: Any,
+    environ: Mapping[str, Any],
+    *,
+    production: bool,
 ) -> tuple[str, str, float | None]:
     """Normalise one configured secret to (key id, text, not_after)."""
     key_id = f"#{index}"
@@ -421,7 +432,9 @@ def _secret_entry(
     if text.startswith("env:"):
         variable = text[4:]
         text = str(environ.get(variable, "")).strip()
-        if not text:
+        # In development an unset variable counts as no secret, so the
+        # source gets a generated one; production refuses to start.
+        if not text and production:
             raise ConfigError(
                 f"{where}.secrets[{index}] names the variable {variable},"
                 " which is empty."

@@ -488,8 +488,9 @@ class Dispatcher:
         if status == "ok":
             logger.info("handler succeeded", extra=fields)
         elif status == "retrying":
+            # The traceback is logged once, with the last failure.
             logger.warning(
-                "handler failed, retry scheduled", extra=fields, exc_info=failure
+                "handler failed, retry scheduled", extra={**fields, "error": error}
             )
         else:
             logger.error(

@@ -158,7 +158,13 @@ def _parse_body(scheme: str, body: bytes, content_type: str | None) -> dict[str,
             raise InvalidPayload("A form-encoded delivery must carry payload=.")
         body = values[0].encode("utf-8")
     elif kind and kind not in JSON_TYPES and not kind.endswith("+json"):
-        raise UnsupportedMediaType()
+        accepted = "application/json"
+        if scheme == "github":
+            accepted += " or application/x-www-form-urlencoded"
+        raise UnsupportedMediaType(
+            f"This source takes {accepted} bodies.",
+            detail=f"content type {kind[:100]!r} is not {accepted}",
+        )
     return _load_json_object(body)
 
 

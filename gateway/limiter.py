@@ -35,7 +35,6 @@ from .config import Settings, SourceConfig
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_UNVERIFIED_LIMIT = "20 per minute"
 REDIS_TIMEOUT_SECONDS = 0.5
 
 
@@ -88,7 +87,7 @@ def build_limiter(app: Flask, settings: Settings) -> Limiter:
 def limit_webhooks(
     limiter: Limiter,
     sources: Mapping[str, SourceConfig],
-    unverified_limit: str = DEFAULT_UNVERIFIED_LIMIT,
+    unverified_limit: str,
 ) -> Callable[[Any], Any]:
     """Return a decorator that applies the per-source limits to a view.
 

@@ -159,40 +159,34 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", log_format: str = "json") -> None:
-    """Send the gateway's logs to stderr, structured and redacted.
+    """Send every log record of the process to stderr, structured and redacted.
 
-    Idempotent: calling it again replaces the handler it installed.
+    One handler on the root logger serves the gateway, the handler
+    modules of any package and the libraries alike, so every line has the
+    same format and passes the same redaction filter. Libraries log at
+    WARNING and above only. Idempotent: calling it again replaces the
+    handler it installed.
     """
-    root = logging.getLogger("gateway")
-    for handler in list(root.handlers):
-        if getattr(handler, "_gateway_handler", False):
-            root.removeHandler(handler)
+    root = logging.getLogger()
+    for name in ("", "gateway", "handlers", *LIBRARY_LOGGERS):
+        named = logging.getLogger(name)
+        for old in list(named.handlers):
+            if getattr(old, "_gateway_handler", False):
+                named.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
     handler._gateway_handler = True  # type: ignore[attr-defined]
     handler.addFilter(RedactionFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = True
-    for name in ("handlers",):
-        plugin_logger = logging.getLogger(name)
-        if not plugin_logger.handlers:
-            plugin_logger.addHandler(handler)
-            plugin_logger.setLevel(level)
-            plugin_logger.propagate = True
-    # Libraries whose warnings can name a storage back-end: written through
-    # the same redaction and format, at WARNING and above only.
-    library_handler = logging.StreamHandler(sys.stderr)
-    library_handler._gateway_handler = True  # type: ignore[attr-defined]
-    library_handler.setLevel(logging.WARNING)
-    library_handler.addFilter(RedactionFilter())
-    library_handler.setFormatter(handler.formatter)
+    for name in ("gateway", "handlers"):
+        logging.getLogger(name).setLevel(level)
     for name in LIBRARY_LOGGERS:
-        library_logger = logging.getLogger(name)
-        for old in list(library_logger.handlers):
-            if getattr(old, "_gateway_handler", False):
-                library_logger.removeHandler(old)
-        library_logger.addHandler(library_handler)
+        logging.getLogger(name).setLevel(
+            max(logging.WARNING, logging.getLevelName(level.upper()))
+            if isinstance(logging.getLevelName(level.upper()), int)
+            else logging.WARNING
+        )
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:

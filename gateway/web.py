@@ -42,6 +42,7 @@ from .config import (
 from .diagnosis import explain_refusal
 from .dispatch import Dispatcher, load_handlers, receiver_count
 from .errors import (
+    ConfigError,
     GatewayError,
     InvalidPayload,
     MethodNotAllowed,
@@ -178,7 +179,7 @@ def create_app(
     except StoreError:
         logger.error("event store unreachable at start-up; will retry", exc_info=True)
 
-    blueprint = _routes(settings.sources, limiter)
+    blueprint = _routes(settings.sources, limiter, settings.ratelimit_unverified)
     app.register_blueprint(blueprint)
     metrics.install(app, gateway)
     if settings.console_enabled:
@@ -209,6 +210,22 @@ def create_app(
     return app
 
 
+def create_app_or_exit() -> Flask:
+    """Build the app from the environment, or exit with one clear line.
+
+    For servers (``app.py``): a configuration error or a handler module
+    that cannot be imported prints ``gateway: configuration error: ...``
+    on stderr and exits with status 3 (gunicorn then stops with "Worker
+    failed to boot"), instead of a traceback per worker.
+    """
+    try:
+        return create_app()
+    except ConfigError as err:
+        sys.stderr.write(f"gateway: configuration error: {err}\n")
+        sys.stderr.flush()
+        raise SystemExit(3) from None
+
+
 def get_gateway(app: Flask | None = None) -> Gateway:
     """Return the :class:`Gateway` of ``app`` (default: the current app)."""
     target = app if app is not None else current_app
@@ -216,13 +233,15 @@ def get_gateway(app: Flask | None = None) -> Gateway:
     return gateway
 
 
-def _routes(sources: Mapping[str, SourceConfig], limiter: Limiter) -> Blueprint:
+def _routes(
+    sources: Mapping[str, SourceConfig], limiter: Limiter, unverified_limit: str
+) -> Blueprint:
     blueprint = Blueprint("gateway", __name__)
 
     @blueprint.route(
         "/api/webhooks/<source>", methods=_METHODS, provide_automatic_options=False
     )
-    @limit_webhooks(limiter, sources)
+    @limit_webhooks(limiter, sources, unverified_limit)
     def receive(source: str) -> tuple[Response, int]:
         return _receive(source)
 
@@ -449,7 +468,7 @@ def _register_error_handlers(app: Flask) -> None:
 def _gateway_error(error: GatewayError) -> tuple[Response, int]:
     g.error_code = error.code
     g.error_message = error.public_message
-    g.error_detail = error.detail if error.detail != error.public_message else None
+    g.error_detail = error.detail
     response = jsonify({"error": error.public_message, "code": error.code})
     if isinstance(error, MethodNotAllowed):
         response.headers["Allow"] = "POST"

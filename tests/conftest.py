@@ -95,7 +95,7 @@ def restore_log_handlers() -> Iterator[None]:
     ``create_app`` configures logging process-wide; without this, a test
     that inspects log records would depend on which tests ran before it.
     """
-    loggers = [logging.getLogger(name) for name in ("gateway", "handlers")]
+    loggers = [logging.getLogger(name) for name in ("", "gateway", "handlers")]
     saved = [(logger, list(logger.handlers), logger.level) for logger in loggers]
     yield
     for logger, handlers, level in saved:

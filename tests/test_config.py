@@ -101,7 +101,6 @@ def test_toml_file_configures_several_sources(tmp_path, monkeypatch):
         ('scheme = "github"\nsecrets = ["x"]\nrate_limit = "lots"', "rate_limit"),
         ('scheme = "github"\nsecrets = ["x"]\nmax_body_bytes = -1', "max_body_bytes"),
         ('scheme = "github"\nsecrets = ["x"]\ntolerance_seconds = "5"', "tolerance"),
-        ('scheme = "github"\nsecrets = ["env:NOT_SET_ANYWHERE"]', "NOT_SET_ANYWHERE"),
         ('scheme = "standard"\nsecrets = ["whsec_!!!!"]', "secrets"),
     ],
 )
@@ -200,3 +199,40 @@ def test_handler_modules_are_loaded_by_name(make_app, tmp_path, monkeypatch):
         module = sys.modules.pop("team_hooks_for_config_test.billing")
         signal("invoice.paid").disconnect(module.book_payment)
         sys.modules.pop("team_hooks_for_config_test", None)
+
+
+def test_unset_secret_variable_stops_production(tmp_path):
+    path = write(tmp_path, '[sources.billing]\nsecrets = ["env:NOT_SET_ANYWHERE"]\n')
+    with pytest.raises(ConfigError, match="sources.billing.*NOT_SET_ANYWHERE"):
+        load_settings(
+            {
+                "GATEWAY_CONFIG": path,
+                "GATEWAY_DATA_DIR": str(tmp_path),
+                "GATEWAY_ENV": "production",
+            }
+        )
+
+
+def test_unset_secret_variable_gets_a_development_secret(tmp_path):
+    path = write(tmp_path, '[sources.billing]\nsecrets = ["env:NOT_SET_ANYWHERE"]\n')
+    settings = load_settings(
+        {"GATEWAY_CONFIG": path, "GATEWAY_DATA_DIR": str(tmp_path)}
+    )
+    assert settings.sources["billing"].generated_secret
+    assert (tmp_path / "dev-secret-billing").exists()
+
+
+def test_server_start_with_a_bad_handler_exits_3_with_one_clear_line(
+    monkeypatch, tmp_path, capsys
+):
+    from gateway.web import create_app_or_exit
+
+    monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GATEWAY_DISPATCHER", "0")
+    monkeypatch.setenv("GATEWAY_HANDLERS", "no_such_team.hooks")
+    with pytest.raises(SystemExit) as raised:
+        create_app_or_exit()
+    error = capsys.readouterr().err
+    assert raised.value.code == 3
+    assert "gateway: configuration error: handler module 'no_such_team.hooks'" in error
+    assert "Traceback" not in error

@@ -81,7 +81,7 @@ def configured_overrides() -> dict[str, str]:
 def capture(log_format: str = "json") -> io.StringIO:
     """Point the gateway's log handlers at a buffer and return it."""
     stream = io.StringIO()
-    for name in ("gateway", *logs.LIBRARY_LOGGERS):
+    for name in ("", "gateway", *logs.LIBRARY_LOGGERS):
         for handler in logging.getLogger(name).handlers:
             if getattr(handler, "_gateway_handler", False):
                 handler.setStream(stream)  # type: ignore[attr-defined]
@@ -177,6 +177,18 @@ def test_secret_in_the_message_is_redacted(secret_app, secret):
     text = stream.getvalue()
     assert secret not in text
     assert json_lines(stream)[0]["message"] == f"connecting with {logs.MASK} now"
+
+
+@pytest.mark.parametrize("secret", EVERY_SECRET)
+def test_a_handler_package_logger_is_structured_and_redacted(secret_app, secret):
+    stream = capture()
+    team_logger = logging.getLogger("acme_hooks.reminders")
+    team_logger.info("reminder sent", extra={"owner": "o-1", "note": secret})
+    entry = json_lines(stream)[0]
+    assert entry["logger"] == "acme_hooks.reminders"
+    assert entry["message"] == "reminder sent"
+    assert entry["owner"] == "o-1"
+    assert secret not in stream.getvalue()
 
 
 @pytest.mark.parametrize("secret", EVERY_SECRET)
@@ -448,7 +460,9 @@ def test_handler_outcomes_are_logged_with_their_fields(json_app, connect):
         assert entry["event_id"] == "evt_h"
         assert entry["attempt"] == 1
         assert isinstance(entry["duration_ms"], (int, float))
-    assert "RuntimeError: broken with [redacted]" in by_handler["breaks"]["traceback"]
+    # A retry logs the error; the traceback comes once, with the last try.
+    assert by_handler["breaks"]["error"] == "RuntimeError: broken with [redacted]"
+    assert "traceback" not in by_handler["breaks"]
     assert SECRET not in stream.getvalue()
 
 
