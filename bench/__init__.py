@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against its floor (see bench/README.md)."""
