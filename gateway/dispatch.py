@@ -41,7 +41,7 @@ from .breaker import CircuitBreaker
 from .counters import HANDLER_OVER_BUDGET, HANDLER_PAUSED_EVENTS
 from .errors import HandlerLoadError, StoreError
 from .replay import prune
-from .store import HandlerRun, Store, StoredEvent
+from .store import AttemptRecord, HandlerRun, Store, StoredEvent
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,18 @@ F = TypeVar("F", bound=Handler)
 MAX_ERROR_CHARS = 2000
 CLAIM_BATCH = 20
 PRUNE_INTERVAL_SECONDS = 3600.0
+# Event types are chosen by senders: bound the cache of their handlers.
+MAX_CACHED_TYPES = 1024
 ENTRY_POINT_GROUP = "gateway.handlers"
 
 _signals: dict[str, GatewaySignal] = {}
 _signals_lock = threading.Lock()
 _generation = 0
+# matching_handlers' answers per (source, event type), valid while
+# _generation stays as it was; off once a receiver was connected weakly,
+# since blinker drops a dead weak receiver without telling anyone.
+_bindings_cache: dict[tuple[str, str], tuple[int, list[Binding]]] = {}
+_weak_receivers = False
 current_store: contextvars.ContextVar[Store | None] = contextvars.ContextVar(
     "current_store", default=None
 )
@@ -70,16 +77,19 @@ class GatewaySignal(NamedSignal):
 
     def connect(self, receiver: F, sender: Any = ANY, weak: bool = False) -> F:
         """Connect ``receiver``; strongly unless ``weak=True`` is asked."""
-        global _generation
+        global _generation, _weak_receivers
         connected = super().connect(receiver, sender=sender, weak=weak)
-        _generation += 1
+        with _signals_lock:
+            _generation += 1
+            _weak_receivers = _weak_receivers or weak
         return connected
 
     def disconnect(self, receiver: Handler, sender: Any = ANY) -> None:
         """Disconnect ``receiver`` from this signal."""
         global _generation
         super().disconnect(receiver, sender=sender)
-        _generation += 1
+        with _signals_lock:
+            _generation += 1
 
 
 class DoNotRetry(Exception):
@@ -94,10 +104,12 @@ def signal(name: str) -> GatewaySignal:
 
     The same name always gives the same signal object.
     """
+    global _generation
     with _signals_lock:
         found = _signals.get(name)
         if found is None:
             found = _signals[name] = GatewaySignal(name)
+            _generation += 1
         return found
 
 
@@ -139,8 +151,17 @@ class Binding:
 
 
 def matching_handlers(source: str, event_type: str) -> list[Binding]:
-    """Return the handlers for an event, exact matches first, names unique."""
+    """Return the handlers for an event, exact matches first, names unique.
+
+    The answer is kept per (source, event type) until a signal or a
+    receiver is added or removed, so dispatching an event does not scan
+    every signal again.
+    """
     with _signals_lock:
+        generation = _generation
+        cached = None if _weak_receivers else _bindings_cache.get((source, event_type))
+        if cached is not None and cached[0] == generation:
+            return list(cached[1])
         candidates = [
             item
             for name, item in _signals.items()
@@ -163,6 +184,11 @@ def matching_handlers(source: str, event_type: str) -> list[Binding]:
                 name = f"{base}#{number}"
             seen.add(name)
             bindings.append(Binding(name, receiver, item.name))
+    with _signals_lock:
+        if generation == _generation and not _weak_receivers:
+            if len(_bindings_cache) >= MAX_CACHED_TYPES:
+                _bindings_cache.clear()
+            _bindings_cache[(source, event_type)] = (generation, list(bindings))
     return bindings
 
 
@@ -390,7 +416,11 @@ class Dispatcher:
         ``pending`` until the earliest retry. The lease, taken at
         ``claimed_at`` (default: now), is renewed between handlers once
         half of it has passed; if another worker has taken the event
-        meanwhile, the remaining handlers are left to that worker.
+        meanwhile, the remaining handlers are left to that worker. The
+        last handler's outcome is written in the transaction that
+        releases the claim, so an event with one handler costs one
+        commit; each earlier outcome is written before the next handler
+        starts.
         """
         event = stored.event
         bindings = matching_handlers(event.source, event.type)
@@ -408,6 +438,7 @@ class Dispatcher:
         # Counted from the claim, not from this event's start: the last
         # event of a claimed batch may wait a while behind the others.
         renewed_at = self.clock() if claimed_at is None else claimed_at
+        unwritten: tuple[AttemptRecord, HandlerOutcome] | None = None
         token = current_store.set(self.store)
         paused: dict[str, float] = {}
         try:
@@ -424,6 +455,9 @@ class Dispatcher:
                     paused[binding.name] = resume or self.clock()
                     HANDLER_PAUSED_EVENTS.labels(binding.name).inc()
                     continue
+                if unwritten is not None:
+                    self._write(stored, *unwritten)
+                    unwritten = None
                 if self.clock() - renewed_at > self.lease_seconds / 2:
                     renewed_at = self.clock()
                     if not self.store.extend_claim(
@@ -434,16 +468,26 @@ class Dispatcher:
                             extra={"source": event.source, "event_id": event.id},
                         )
                         return outcomes
-                outcome = self._run_handler(stored, binding, run)
+                record, outcome = self._run_handler(stored, binding, run)
+                runs[binding.name] = HandlerRun(
+                    binding.name,
+                    record.status,
+                    record.attempt,
+                    record.error,
+                    record.next_attempt_at,
+                    record.duration_ms,
+                    record.now,
+                )
                 outcomes.append(outcome)
+                unwritten = (record, outcome)
         finally:
             current_store.reset(token)
-        self._finish(stored, bindings, paused)
+        self._finish(stored, bindings, runs, unwritten, paused)
         return outcomes
 
     def _run_handler(
         self, stored: StoredEvent, binding: Binding, run: HandlerRun | None
-    ) -> HandlerOutcome:
+    ) -> tuple[AttemptRecord, HandlerOutcome]:
         attempt = (run.attempts if run and run.status == "retrying" else 0) + 1
         event = dataclasses.replace(stored.event, attempt=attempt)
         fields = {
@@ -473,15 +517,8 @@ class Dispatcher:
             next_attempt_at = now + backoff_seconds(attempt, self.retry_base_seconds)
         else:
             status = "dead"
-        self.store.record_attempt(
-            stored.pk,
-            binding.name,
-            attempt=attempt,
-            status=status,
-            error=error,
-            duration_ms=duration_ms,
-            now=now,
-            next_attempt_at=next_attempt_at,
+        record = AttemptRecord(
+            binding.name, attempt, status, error, duration_ms, now, next_attempt_at
         )
         fields["duration_ms"] = round(duration_ms, 3)
         fields["status"] = status
@@ -506,20 +543,38 @@ class Dispatcher:
         else:
             self.breaker.record_success(binding.name)
         outcome = HandlerOutcome(binding.name, status, attempt, duration_ms, error)
+        return record, outcome
+
+    def _write(
+        self, stored: StoredEvent, record: AttemptRecord, outcome: HandlerOutcome
+    ) -> None:
+        self.store.record_attempt(
+            stored.pk,
+            record.handler,
+            attempt=record.attempt,
+            status=record.status,
+            error=record.error,
+            duration_ms=record.duration_ms,
+            now=record.now,
+            next_attempt_at=record.next_attempt_at,
+        )
+        self._notify(stored, outcome)
+
+    def _notify(self, stored: StoredEvent, outcome: HandlerOutcome) -> None:
         for observer in self.observers:
             try:
                 observer(stored, outcome)
             except Exception:  # an observer must not break dispatch
                 logger.exception("dispatch observer failed")
-        return outcome
 
     def _finish(
         self,
         stored: StoredEvent,
         bindings: list[Binding],
+        runs: dict[str, HandlerRun],
+        unwritten: tuple[AttemptRecord, HandlerOutcome] | None,
         paused: dict[str, float] | None = None,
     ) -> None:
-        runs = self.store.handler_runs(stored.pk)
         now = self.clock()
         paused = paused or {}
         pending_times: list[float] = []
@@ -539,8 +594,15 @@ class Dispatcher:
         else:
             status, due = "done", now
         self.store.finish_claim(
-            stored.pk, self.owner, status=status, next_attempt_at=due, now=now
+            stored.pk,
+            self.owner,
+            status=status,
+            next_attempt_at=due,
+            now=now,
+            record=unwritten[0] if unwritten else None,
         )
+        if unwritten is not None:
+            self._notify(stored, unwritten[1])
 
     def _release(self, stored: StoredEvent) -> None:
         self.store.finish_claim(

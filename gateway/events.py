@@ -78,6 +78,9 @@ class ParsedDelivery:
     event_type: str
     payload: dict[str, Any]
     challenge: str | None = None
+    # The JSON text the payload was parsed from, when it can be stored as
+    # is (UTF-8, no byte-order mark): saves encoding the payload again.
+    payload_json: str | None = None
 
 
 def parse_delivery(
@@ -102,7 +105,7 @@ def parse_delivery(
         raise UnsupportedMediaType(
             "This source does not take compressed bodies; send them uncompressed."
         )
-    payload = _parse_body(scheme, body, content_type)
+    payload, json_bytes = _parse_body(scheme, body, content_type)
     if scheme == "slack" and payload.get("type") == "url_verification":
         challenge = payload.get("challenge")
         if not isinstance(challenge, str) or not challenge:
@@ -110,7 +113,9 @@ def parse_delivery(
         return ParsedDelivery("", "url_verification", payload, challenge=challenge)
     event_type = _event_type(scheme, payload, headers)
     event_id = _event_id(scheme, payload, headers, body)
-    return ParsedDelivery(event_id, event_type, payload)
+    return ParsedDelivery(
+        event_id, event_type, payload, payload_json=_json_text(json_bytes)
+    )
 
 
 def make_event(
@@ -144,7 +149,10 @@ def media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def _parse_body(scheme: str, body: bytes, content_type: str | None) -> dict[str, Any]:
+def _parse_body(
+    scheme: str, body: bytes, content_type: str | None
+) -> tuple[dict[str, Any], bytes]:
+    """Return the payload and the exact JSON bytes it was parsed from."""
     kind = media_type(content_type)
     if kind == FORM_TYPE and scheme == "github":
         # GitHub's "form" content type wraps the JSON in payload=...; the
@@ -165,7 +173,20 @@ def _parse_body(scheme: str, body: bytes, content_type: str | None) -> dict[str,
             f"This source takes {accepted} bodies.",
             detail=f"content type {kind[:100]!r} is not {accepted}",
         )
-    return _load_json_object(body)
+    return _load_json_object(body), body
+
+
+def _json_text(json_bytes: bytes) -> str | None:
+    """The parsed JSON as text, if reading that text back gives the payload.
+
+    ``json.loads`` takes UTF-16 and UTF-32 bytes and skips a UTF-8 BOM;
+    as text those would not read back, so the caller encodes instead.
+    """
+    try:
+        text = json_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if text.startswith("\ufeff") else text
 
 
 def _load_json_object(body: bytes) -> dict[str, Any]:

@@ -11,6 +11,7 @@ record is written, whichever module logged it.
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -50,7 +51,15 @@ MAX_NESTED_DEPTH = 6
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+# Lower-case fragments each pattern above needs: an ASCII text holding
+# none of them cannot match, so the regular expressions are skipped for
+# it. (Not for other text: case-insensitive matching lets a few non-ASCII
+# letters, such as the long s, stand for ASCII ones.)
+_PATTERN_MARKERS = ("bearer", "basic", "wh", "=", "v1")
+
 _secrets: set[str] = set()
+# Longest first, rebuilt on each registration, read without the lock.
+_secrets_by_length: tuple[str, ...] = ()
 _secrets_lock = threading.Lock()
 
 
@@ -60,6 +69,7 @@ def register_secrets(values: Iterable[str]) -> None:
     A Standard Webhooks secret is registered with and without its
     ``whsec_`` prefix, since code that decodes it handles the bare part.
     """
+    global _secrets_by_length
     forms: set[str] = set()
     for value in values:
         forms.add(value)
@@ -67,18 +77,19 @@ def register_secrets(values: Iterable[str]) -> None:
             forms.add(value[len(_STANDARD_SECRET_PREFIX) :])
     with _secrets_lock:
         _secrets.update(value for value in forms if len(value) >= MIN_SECRET_CHARS)
+        _secrets_by_length = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """Return ``text`` with secrets, tokens and signature values masked."""
-    with _secrets_lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
+    for secret in _secrets_by_length:
         if secret in text:
             text = text.replace(secret, MASK)
-    for pattern in _PATTERNS:
-        text = pattern.sub(MASK, text)
-    text = _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
+    if not text.isascii() or any(marker in text.lower() for marker in _PATTERN_MARKERS):
+        for pattern in _PATTERNS:
+            text = pattern.sub(MASK, text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
     return text
 
 
@@ -107,7 +118,7 @@ class RedactionFilter(logging.Filter):
         for name, value in list(vars(record).items()):
             if name in _STANDARD_ATTRIBUTES:
                 continue
-            if _SENSITIVE_FIELDS.search(name):
+            if _is_sensitive_field(name):
                 setattr(record, name, MASK)
             else:
                 setattr(record, name, _redact_value(value))
@@ -187,6 +198,11 @@ def configure(level: str = "INFO", log_format: str = "json") -> None:
             if isinstance(logging.getLevelName(level.upper()), int)
             else logging.WARNING
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_sensitive_field(name: str) -> bool:
+    return _SENSITIVE_FIELDS.search(name) is not None
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:

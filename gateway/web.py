@@ -302,7 +302,9 @@ def _receive(source_name: str) -> tuple[Response, int]:
     g.delivery.update(event_id=event.id, event_type=event.type)
     try:
         gateway.ensure_schema()
-        inserted = gateway.store.insert_event(event, verification.key_id)
+        inserted = gateway.store.insert_event(
+            event, verification.key_id, payload_json=delivery.payload_json
+        )
     except StoreError as err:
         raise Unavailable(detail=f"event store write failed: {err}") from err
     g.delivery["duplicate"] = not inserted
