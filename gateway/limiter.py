@@ -69,7 +69,10 @@ def build_limiter(app: Flask, settings: Settings) -> Limiter:
         storage_uri=settings.ratelimit_storage_uri,
         storage_options=options,
         strategy="moving-window",
-        headers_enabled=True,
+        # No X-RateLimit-* headers: providers do not read them on webhook
+        # answers, and each would cost one more storage read per delivery
+        # (a Redis round trip). A 429 still carries Retry-After.
+        headers_enabled=False,
         in_memory_fallback_enabled=True,
         swallow_errors=True,
         key_prefix="gateway",

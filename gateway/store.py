@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 EVENT_STATUSES = ("pending", "done", "dead")
 APPLICATION_NAME = "webhook-gateway"
+BUSY_FIRST_PAUSE_SECONDS = 0.0001
+BUSY_LAST_PAUSE_SECONDS = 0.002
 RUN_STATUSES = ("ok", "retrying", "dead")
 _EVENT_COLUMNS = (
     "pk, source, event_id, type, received_at, payload, headers, status, key_id"
@@ -914,6 +918,11 @@ class SQLiteStore(Store):
             # FULL: a committed event survives power loss, not only a crash.
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA foreign_keys = ON")
+            # From here on, waiting for another process's write lock is
+            # done by _begin, in short steps; SQLite's own busy handler
+            # sleeps 1, 2, 5, 10... up to 100 ms per poll, which starves
+            # the process that lost the first race.
+            connection.execute("PRAGMA busy_timeout = 0")
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -927,7 +936,7 @@ class SQLiteStore(Store):
             try:
                 connection = self._connection()
                 cursor = connection.cursor()
-                cursor.execute("BEGIN IMMEDIATE")
+                self._begin(cursor)
             except sqlite3.Error as err:
                 self._local.connection = None
                 raise StoreError(f"the SQLite store is unavailable: {err}") from err
@@ -942,6 +951,24 @@ class SQLiteStore(Store):
                 raise
             finally:
                 cursor.close()
+
+    def _begin(self, cursor: sqlite3.Cursor) -> None:
+        """Start a write transaction, waiting up to ``busy_timeout_ms``.
+
+        Polls every 0.1 to 2 ms (with jitter) while another process holds
+        the write lock, so the wait ends soon after the lock is free.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        pause_seconds = BUSY_FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as err:
+                if not _is_busy(err) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause_seconds * random.uniform(0.5, 1.5))
+            pause_seconds = min(pause_seconds * 2, BUSY_LAST_PAUSE_SECONDS)
 
     def close(self) -> None:
         with self._use, self._lock:
@@ -1126,6 +1153,13 @@ def _event_filter(
 
 def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _is_busy(err: sqlite3.OperationalError) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return "locked" in str(err)
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
