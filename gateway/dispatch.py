@@ -60,7 +60,7 @@ _generation = 0
 # matching_handlers' answers per (source, event type), valid while
 # _generation stays as it was; off once a receiver was connected weakly,
 # since blinker drops a dead weak receiver without telling anyone.
-_bindings_cache: dict[tuple[str, str], tuple[int, list[Binding]]] = {}
+_bindings_cache: dict[tuple[str, str], tuple[tuple[int, int], list[Binding]]] = {}
 _weak_receivers = False
 current_store: contextvars.ContextVar[Store | None] = contextvars.ContextVar(
     "current_store", default=None
@@ -158,9 +158,14 @@ def matching_handlers(source: str, event_type: str) -> list[Binding]:
     every signal again.
     """
     with _signals_lock:
-        generation = _generation
+        # The receiver count catches receivers added or removed behind
+        # connect() and disconnect() (blinker's own clean-up, tests).
+        version = (
+            _generation,
+            sum(len(item.receivers) for item in _signals.values()),
+        )
         cached = None if _weak_receivers else _bindings_cache.get((source, event_type))
-        if cached is not None and cached[0] == generation:
+        if cached is not None and cached[0] == version:
             return list(cached[1])
         candidates = [
             item
@@ -185,10 +190,10 @@ def matching_handlers(source: str, event_type: str) -> list[Binding]:
             seen.add(name)
             bindings.append(Binding(name, receiver, item.name))
     with _signals_lock:
-        if generation == _generation and not _weak_receivers:
+        if version[0] == _generation and not _weak_receivers:
             if len(_bindings_cache) >= MAX_CACHED_TYPES:
                 _bindings_cache.clear()
-            _bindings_cache[(source, event_type)] = (generation, list(bindings))
+            _bindings_cache[(source, event_type)] = (version, list(bindings))
     return bindings
 
 
