@@ -15,13 +15,13 @@ from gateway import create_app
 from gateway.dispatch import GatewaySignal, signal
 from gateway.schemes import get_scheme
 from gateway.store import SQLiteStore, Store
+from tests.helpers import SECRET
 
 # The handler authors' kit (webhook_client...) and pytester, to test it.
 pytest_plugins = ["pytester", "gateway.testing"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-SECRET = "testsecret"
 STANDARD_SECRET = "whsec_dGVzdHNlY3JldC1zdGFuZGFyZC13ZWJob29rcy1rZXk="
 FROZEN_AT = 1767225600.0
 POSTGRES_URL = os.environ.get(

@@ -1,9 +1,11 @@
-"""Run the real gateway under gunicorn for tests.
+"""Run the real gateway under gunicorn for tests: the one server runner.
 
-A small, reusable helper: start ``gunicorn app:app -c gunicorn.conf.py``
+:class:`GatewayServer` starts ``gunicorn app:app -c gunicorn.conf.py``
 from the repository root as a subprocess on a free 127.0.0.1 port, with
-the environment a test gives it, then post signed deliveries, read its
-log, find its worker processes and stop it. Typical use::
+the environment a test gives it, waits until ``/healthz`` answers, and
+then posts signed deliveries, sends raw requests, reads its log, finds
+its worker processes and stops it. It is ready once all its workers
+have been forked and ``/healthz`` answers 200. Typical use::
 
     with GatewayServer(tmp_path, workers=2, env={"GATEWAY_HANDLERS": "..."}) as server:
         response = server.post_event("evt_1")
@@ -11,23 +13,24 @@ log, find its worker processes and stop it. Typical use::
         wait_until(lambda: ..., timeout=20, what="the handler ran")
     print(server.log())
 
+The server's environment is the test process's minus every gateway
+variable (``GATEWAY_*`` but ``GATEWAY_TEST_*``, ``INTEGRATION_*``,
+``RATELIMIT_*``, ``PROMETHEUS_*``, ``WEB_CONCURRENCY``), plus defaults
+(a data directory ``folder/var`` holding the SQLite database, the test
+secret, JSON logs, no access log) and then ``env``. gunicorn gets ``-w workers``, the
+bind address and ``--no-control-socket``, then ``args`` (``--timeout``).
+Stopping sends SIGTERM and, if the server has not exited after
+``stop_timeout`` seconds, SIGKILL to its whole process group; the server
+is always stopped when the ``with`` block ends.
+
 ``HANDLERS_MODULE`` (``tests.handlers_for_tests``) is a handler module
 that records every call in ``GATEWAY_TEST_CALLS_DIR``; :func:`read_calls`
 reads the calls back, so a test can count them across processes.
-
-The server's own environment is the test process's minus every gateway
-variable (``GATEWAY_*``, ``INTEGRATION_*``, ``RATELIMIT_*``), plus
-defaults (a data directory under the given folder, the test secret,
-JSON logs) and then ``env``. Stopping sends SIGTERM and, if the server
-has not exited after ``stop_timeout`` seconds, SIGKILL to it and its
-workers; the server is always stopped when the ``with`` block ends.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
+import http.client
 import os
 import signal
 import socket
@@ -41,11 +44,15 @@ from typing import Any
 
 import requests
 
+from tests.helpers import SECRET, event_body, signed_headers
+
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "testsecret"
 HANDLERS_MODULE = "tests.handlers_for_tests"
 CALLS_FILE = "calls.log"
-_GATEWAY_PREFIXES = ("GATEWAY_", "INTEGRATION_", "RATELIMIT_")
+READY_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 30.0
+_GATEWAY_PREFIXES = ("GATEWAY_", "INTEGRATION_", "RATELIMIT_", "PROMETHEUS_")
+_GATEWAY_NAMES = ("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS")
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,17 @@ def wait_until(
         time.sleep(interval)
 
 
+def becomes_true(
+    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.05
+) -> bool:
+    """Poll ``predicate`` for up to ``timeout`` seconds; whether it came true."""
+    try:
+        wait_until(predicate, timeout=timeout, what="", interval=interval)
+    except TimeoutError:
+        return False
+    return True
+
+
 def signed_delivery(
     event_id: str,
     event_type: str = "message.delivered",
@@ -107,25 +125,23 @@ def signed_delivery(
     secret: str = SECRET,
     data: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """Return (body, headers) of an ``hmac-sha256`` delivery of one event."""
-    body = json.dumps(
-        {"id": event_id, "type": event_type, "data": dict(data or {"id": event_id})}
-    ).encode()
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    headers = {
-        "Content-Type": "application/json",
-        "X-Integration-Signature": signature,
-    }
-    return body, headers
+    """Return (body, headers) of an ``hmac-sha256`` delivery of one event.
+
+    The body's ``data`` defaults to ``{"id": event_id}``.
+    """
+    body = event_body(event_id, event_type, data or {"id": event_id})
+    return body, signed_headers(body, secret)
 
 
 class GatewayServer:
     """One gunicorn master serving the gateway on a free 127.0.0.1 port.
 
-    :param folder: where the data directory (``folder/var``) and the log
-        file (``folder/gunicorn.log``) go.
+    :param folder: where the data directory (``folder/var``, holding the
+        SQLite database ``gateway.db``) and the log file
+        (``folder/gunicorn.log``) go.
     :param workers: gunicorn ``-w``.
-    :param env: configuration variables for the server, by name.
+    :param env: configuration variables for the server, by name; they
+        win over the defaults.
     :param args: further gunicorn command-line arguments.
     :param stop_timeout: seconds :meth:`stop` waits after SIGTERM.
     """
@@ -137,7 +153,7 @@ class GatewayServer:
         workers: int = 2,
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
-        stop_timeout: float = 30.0,
+        stop_timeout: float = STOP_TIMEOUT_SECONDS,
     ):
         self.folder = Path(folder)
         self.workers = workers
@@ -147,6 +163,7 @@ class GatewayServer:
         self.stop_timeout = stop_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.environment = self._environment(env or {})
+        self.database_url = self.environment["GATEWAY_DATABASE_URL"]
         self.command = [
             *_gunicorn(),
             "app:app",
@@ -156,13 +173,14 @@ class GatewayServer:
             str(workers),
             "-b",
             f"127.0.0.1:{self.port}",
+            "--no-control-socket",
             *args,
         ]
 
     # -- lifecycle -----------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> GatewayServer:
-        """Start gunicorn and wait until ``/healthz`` answers 200.
+    def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> GatewayServer:
+        """Start gunicorn; wait for every worker and a 200 from ``/healthz``.
 
         :raises RuntimeError: gunicorn exited or did not get ready in
             ``timeout`` seconds; the message ends with its log.
@@ -193,13 +211,16 @@ class GatewayServer:
         if process is None:
             return None
         if process.poll() is None:
-            workers = self.worker_pids()
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(self.stop_timeout if timeout is None else timeout)
             except subprocess.TimeoutExpired:
-                for pid in [process.pid, *workers]:
-                    _kill(pid)
+                # The server leads its own session, so its group holds
+                # the master and every worker.
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 process.wait(10)
         return process.returncode
 
@@ -244,14 +265,40 @@ class GatewayServer:
         *,
         source: str = "integration",
         secret: str = SECRET,
+        data: Mapping[str, Any] | None = None,
     ) -> requests.Response:
         """POST a signed ``hmac-sha256`` delivery of one event."""
-        body, headers = signed_delivery(event_id, event_type, secret=secret)
+        body, headers = signed_delivery(event_id, event_type, secret=secret, data=data)
         return self.post(source, body, headers)
 
-    def get(self, path: str, timeout: float = 10) -> requests.Response:
+    def get(
+        self, path: str, timeout: float = 10, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
         """GET a path such as ``/readyz``."""
-        return requests.get(f"{self.url}{path}", timeout=timeout)
+        return requests.get(
+            f"{self.url}{path}", headers=dict(headers or {}), timeout=timeout
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, bytes]:
+        """Send one raw request on a new connection; return (status, body).
+
+        Unlike :meth:`post`, errors are the standard library's
+        (``OSError``, ``http.client.HTTPException``).
+        """
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
 
     # -- private -------------------------------------------------------
 
@@ -259,14 +306,17 @@ class GatewayServer:
         environment = {
             name: value
             for name, value in os.environ.items()
-            if not name.startswith(_GATEWAY_PREFIXES)
+            if not (name.startswith(_GATEWAY_PREFIXES) or name in _GATEWAY_NAMES)
             or name.startswith("GATEWAY_TEST_")
         }
+        data_dir = self.folder / "var"
         environment.update(
             {
-                "GATEWAY_DATA_DIR": str(self.folder / "var"),
+                "GATEWAY_DATA_DIR": str(data_dir),
+                "GATEWAY_DATABASE_URL": f"sqlite:///{data_dir / 'gateway.db'}",
                 "INTEGRATION_SECRET_KEY": SECRET,
                 "GATEWAY_LOG_FORMAT": "json",
+                "GATEWAY_ACCESS_LOG": "",
                 "PYTHONPATH": str(ROOT),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -277,6 +327,8 @@ class GatewayServer:
     def _is_healthy(self) -> bool:
         if self.process is None or self.process.poll() is not None:
             raise RuntimeError("gunicorn exited")
+        if len(self.worker_pids()) < self.workers:
+            return False
         try:
             return self.get("/healthz", timeout=2).status_code == 200
         except requests.RequestException:
@@ -302,10 +354,3 @@ def _children(parent: int) -> list[int]:
         if len(fields) > 1 and fields[0] != "Z" and int(fields[1]) == parent:
             found.append(int(entry.name))
     return sorted(found)
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -23,7 +23,7 @@ import pytest
 from gateway.events import MAX_NESTING_DEPTH
 from gateway.schemes import get_scheme
 from tests.conftest import ALL_SOURCES_TOML, SECRET
-from tests.gunicorn_server import GunicornServer
+from tests.servers import GatewayServer
 
 LIMIT_BYTES = 1024
 SOURCES_TOML = (
@@ -398,7 +398,7 @@ def test_overflowing_timestamp_is_refused_as_out_of_tolerance(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     """One gunicorn worker serving every scheme and the small source."""
     root: Path = tmp_path_factory.mktemp("bad-input")
     config_path = root / "sources.toml"
@@ -406,13 +406,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]
     env = {
         "GATEWAY_CONFIG": str(config_path),
         "RATELIMIT_DEFAULT": "100000 per minute",
+        "GATEWAY_LOG_LEVEL": "WARNING",
     }
-    with GunicornServer(root, env, ["--workers", "1", "--timeout", "10"]) as running:
+    with GatewayServer(root, workers=1, env=env, args=["--timeout", "10"]) as running:
         yield running
 
 
 def exchange(
-    server: GunicornServer, raw: bytes, *, half_close: bool = False
+    server: GatewayServer, raw: bytes, *, half_close: bool = False
 ) -> tuple[int, str, bytes]:
     """Send raw bytes; return the first answer's status, type and body."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:

@@ -40,7 +40,7 @@ import pytest
 
 from gateway.schemes import get_scheme
 from tests.conftest import POSTGRES_URL, SECRET
-from tests.gunicorn_server import GunicornServer, free_port, wait_until
+from tests.servers import GatewayServer, becomes_true, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres, pytest.mark.redis]
 
@@ -183,7 +183,7 @@ def dispatched_ids(record: Path, source: str) -> dict[str, set[str]]:
 class Sender:
     """Posts signed deliveries like a provider and keeps every outcome."""
 
-    def __init__(self, server: GunicornServer, source: str) -> None:
+    def __init__(self, server: GatewayServer, source: str) -> None:
         self.server = server
         self.source = source
         self.scheme = get_scheme("hmac-sha256")
@@ -222,7 +222,7 @@ class Sender:
 
 def inject_faults(
     sender: Sender,
-    server: GunicornServer,
+    server: GatewayServer,
     proxy: TcpProxy,
     application_name: str,
     log: list[str],
@@ -240,13 +240,17 @@ def inject_faults(
     proxy.stop()
     # Readiness reports the limiter's storage as degraded (still ready:
     # deliveries keep flowing), so it shows the cut is real.
-    is_cut = wait_until(lambda: _limiter_state(server) == "degraded", 10, 0.1)
+    is_cut = becomes_true(
+        lambda: _limiter_state(server) == "degraded", timeout=10, interval=0.1
+    )
     log.append(f"redis cut (limiter degraded: {is_cut})")
     sender.wait_for(DELIVERIES * 70 // 100)
     log.append(f"terminated {terminate_sessions(application_name)} sessions")
     sender.wait_for(DELIVERIES * 85 // 100)
     proxy.start()
-    is_back = wait_until(lambda: _limiter_state(server) == "ok", 10, 0.1)
+    is_back = becomes_true(
+        lambda: _limiter_state(server) == "ok", timeout=10, interval=0.1
+    )
     log.append(f"redis restored (limiter ok: {is_back})")
 
 
@@ -277,8 +281,8 @@ def test_burst_with_faults_loses_nothing(
     }
     ids = [f"evt_load_{number:05d}" for number in range(DELIVERIES)]
     faults: list[str] = []
-    with GunicornServer(tmp_path, env, ["--workers", "2"]) as server:
-        assert wait_until(lambda: len(server.worker_pids()) == 2, 30)
+    with GatewayServer(tmp_path, workers=2, env=env) as server:
+        assert becomes_true(lambda: len(server.worker_pids()) == 2, timeout=30)
         sender = Sender(server, source)
         injector = threading.Thread(
             target=inject_faults,
@@ -306,14 +310,14 @@ def test_burst_with_faults_loses_nothing(
             ]
 
         accepted_first = {event_id for event_id, status, _ in first if _is_2xx(status)}
-        assert wait_until(
+        assert becomes_true(
             lambda: _all_dispatched(record, source, set(ids)),
-            DISPATCH_TIMEOUT_SECONDS,
-            0.5,
+            timeout=DISPATCH_TIMEOUT_SECONDS,
+            interval=0.5,
         ), "not every delivery reached both handlers"
         stored = stored_ids(f"{postgres_url}&application_name=gw_load_check", source)
         dispatched = dispatched_ids(record, source)
-        restarted = wait_until(lambda: len(server.worker_pids()) == 2, 30)
+        restarted = becomes_true(lambda: len(server.worker_pids()) == 2, timeout=30)
 
     counts = collections.Counter(code for _, _, code in first)
     lost_first = accepted_first - stored
@@ -339,7 +343,7 @@ def test_burst_with_faults_loses_nothing(
     assert lost == set()
 
 
-def _limiter_state(server: GunicornServer) -> str:
+def _limiter_state(server: GatewayServer) -> str:
     try:
         _, body = server.request("GET", "/readyz", timeout=5)
         return str(json.loads(body)["checks"]["limiter"])

@@ -6,33 +6,23 @@ whichever worker answers, adds up what both workers counted.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.dispatch import DoNotRetry
 from gateway.errors import StoreError
 from gateway.messages import record_status
-from tests.conftest import ROOT, SECRET, example
+from tests.conftest import example
+from tests.helpers import hex_hmac, signed_headers
+from tests.servers import GatewayServer, free_port
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
-
-
-def hex_hmac(body: bytes, secret: str = SECRET) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def delivery(event_id: str, event_type: str = "message.sent") -> bytes:
@@ -269,10 +259,7 @@ def test_message_figures_are_zero_before_any_message(client):
 
 
 def test_limiter_storage_degraded_flag_follows_the_storage(make_app):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = make_app(RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{port}")
+    app = make_app(RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{free_port()}")
     client = app.test_client()
     assert sample(scrape(client), "gateway_ratelimit_storage_degraded") == 0
     post_signed(client, delivery("evt_1"))
@@ -345,75 +332,23 @@ def test_metrics_are_open_when_no_token_is_configured(client):
 # -- several gunicorn workers ----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_healthy(base_url: str, process: Any, timeout_seconds: float) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}")
-        try:
-            if requests.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"gunicorn did not answer /healthz in {timeout_seconds} s")
-
-
 @pytest.fixture
-def two_worker_gunicorn(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real ``gunicorn app:app`` with two workers; yields (URL, TMPDIR).
+def two_worker_gunicorn(tmp_path: Path) -> Iterator[tuple[GatewayServer, Path]]:
+    """A real ``gunicorn app:app`` with two workers; yields (server, TMPDIR).
 
     TMPDIR points into ``tmp_path``, so the metrics directory that
     gunicorn.conf.py creates can be inspected and seen removed.
     """
-    port = free_port()
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("GATEWAY_", "INTEGRATION_", "RATELIMIT_", "PROMETHEUS_"))
+    env = {
+        "GATEWAY_THREADS": "2",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        "RATELIMIT_DEFAULT": "10000 per minute",
+        "TMPDIR": str(temporary),
     }
-    environment.update(
-        {
-            "GATEWAY_BIND": f"127.0.0.1:{port}",
-            "WEB_CONCURRENCY": "2",
-            "GATEWAY_THREADS": "2",
-            "GATEWAY_DATA_DIR": str(tmp_path / "var"),
-            "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'events.db'}",
-            "GATEWAY_ACCESS_LOG": "",
-            "GATEWAY_LOG_LEVEL": "WARNING",
-            "INTEGRATION_SECRET_KEY": SECRET,
-            "RATELIMIT_DEFAULT": "10000 per minute",
-            "TMPDIR": str(temporary),
-        }
-    )
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app:app"],
-        cwd=ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base_url, process, timeout_seconds=30)
-        yield base_url, temporary
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+    with GatewayServer(tmp_path, workers=2, env=env) as server:
+        yield server, temporary
 
 
 def worker_pids_with_deliveries(metrics_dir: Path) -> set[int]:
@@ -433,33 +368,22 @@ def worker_pids_with_deliveries(metrics_dir: Path) -> set[int]:
 
 @pytest.mark.server
 def test_two_gunicorn_workers_add_up_their_counts(two_worker_gunicorn):
-    base_url, temporary = two_worker_gunicorn
+    server, temporary = two_worker_gunicorn
     (metrics_dir,) = temporary.glob("gateway-metrics-*")
     sent = 0
     # A new connection per delivery lets either worker take it; keep
     # sending (bounded) until both workers have counted some.
     for number in range(200):
         body = delivery(f"evt_gunicorn_{number}")
-        response = requests.post(
-            f"{base_url}/api/webhooks/integration",
-            data=body,
-            headers={
-                "Content-Type": "application/json",
-                "X-Integration-Signature": hex_hmac(body),
-                "Connection": "close",
-            },
-            timeout=10,
-        )
+        headers = signed_headers(body, Connection="close")
+        response = server.post("integration", body, headers)
         assert response.status_code == 202
         sent += 1
         if sent >= 10 and len(worker_pids_with_deliveries(metrics_dir)) == 2:
             break
     assert len(worker_pids_with_deliveries(metrics_dir)) == 2
     for _ in range(6):
-        response = requests.get(
-            f"{base_url}/metrics", headers={"Connection": "close"}, timeout=10
-        )
-        text = response.text
+        text = server.get("/metrics", headers={"Connection": "close"}).text
         name = "gateway_deliveries_total"
         assert sample(text, name, status="202", code="none") == sent
         assert sample(text, "gateway_ack_seconds_count", source="integration") == sent
@@ -467,32 +391,8 @@ def test_two_gunicorn_workers_add_up_their_counts(two_worker_gunicorn):
 
 @pytest.mark.server
 def test_gunicorn_removes_its_metrics_directory_at_exit(tmp_path):
-    port = free_port()
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    environment = dict(os.environ)
-    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    environment.update(
-        {
-            "GATEWAY_BIND": f"127.0.0.1:{port}",
-            "WEB_CONCURRENCY": "1",
-            "GATEWAY_DATA_DIR": str(tmp_path / "var"),
-            "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'events.db'}",
-            "INTEGRATION_SECRET_KEY": SECRET,
-            "TMPDIR": str(temporary),
-        }
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app:app"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process, timeout_seconds=30)
+    with GatewayServer(tmp_path, workers=1, env={"TMPDIR": str(temporary)}):
         assert len(list(temporary.glob("gateway-metrics-*"))) == 1
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
     assert list(temporary.glob("gateway-metrics-*")) == []

@@ -45,7 +45,6 @@ def handler_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "GATEWAY_HANDLERS": HANDLERS_MODULE,
         "GATEWAY_TEST_CALLS_DIR": str(calls),
         "GATEWAY_POLL_SECONDS": "0.2",
-        "GATEWAY_ACCESS_LOG": "",
         "RATELIMIT_DEFAULT": "100000 per minute",
     }
     env.update(extra)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gunicorn_server import GunicornServer
+from tests.servers import GatewayServer
 
 pytestmark = pytest.mark.server
 
@@ -30,11 +30,11 @@ ANSWER_TIMEOUT_SECONDS = 15
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     tmp_path: Path = tmp_path_factory.mktemp("slow-clients")
-    env = {"INTEGRATION_SECRET_KEY": "testsecret", "GATEWAY_THREADS": str(THREADS)}
-    args = ["--workers", "1", "--timeout", str(DEADLINE_SECONDS)]
-    with GunicornServer(tmp_path, env, args) as running:
+    env = {"GATEWAY_THREADS": str(THREADS), "GATEWAY_LOG_LEVEL": "WARNING"}
+    args = ["--timeout", str(DEADLINE_SECONDS)]
+    with GatewayServer(tmp_path, workers=1, env=env, args=args) as running:
         yield running
 
 
@@ -68,7 +68,7 @@ class Trickler:
                     live.remove(sock)
 
 
-def open_slow(server: GunicornServer, head: bytes) -> socket.socket:
+def open_slow(server: GatewayServer, head: bytes) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     sock.sendall(head)
     sock.settimeout(ANSWER_TIMEOUT_SECONDS)
