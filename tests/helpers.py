@@ -67,3 +67,13 @@ def deliver(
         headers=signed_headers(body, secret, **dict(headers or {})),
         **options,
     )
+
+
+def post(client: Any, source: str, body: bytes, headers: Mapping[str, str]) -> Any:
+    """POST ``body`` to a source with a Flask test client, as JSON.
+
+    ``headers`` (the signature, say) are sent as given, after a JSON
+    ``Content-Type`` they may replace.
+    """
+    merged = {"Content-Type": "application/json", **headers}
+    return client.post(f"/api/webhooks/{source}", data=body, headers=merged)

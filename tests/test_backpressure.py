@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-from typing import Any
-
 from gateway.backpressure import Backpressure
 from gateway.errors import StoreError
-from tests.conftest import SECRET
-
-
-def deliver(client: Any, event_id: str) -> Any:
-    body = json.dumps({"id": event_id, "type": "ping"}).encode()
-    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return client.post(
-        "/api/webhooks/integration",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Integration-Signature": signature,
-        },
-    )
+from tests.helpers import deliver
 
 
 def test_backlog_over_high_water_refuses_new_deliveries_with_retry_after(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from typing import Any
 
 import pytest
@@ -12,23 +9,13 @@ from prometheus_client import REGISTRY
 
 from gateway.breaker import CircuitBreaker
 from gateway.dispatch import DoNotRetry
-from tests.conftest import SECRET
+from tests import helpers
 
 BREAKER = {"GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_COOLDOWN_SECONDS": "30"}
 
 
 def deliver(client: Any, event_id: str) -> None:
-    body = json.dumps({"id": event_id, "type": "ping"}).encode()
-    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    response = client.post(
-        "/api/webhooks/integration",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Integration-Signature": signature,
-        },
-    )
-    assert response.status_code == 202
+    assert helpers.deliver(client, event_id).status_code == 202
 
 
 def sample(name: str, handler: str) -> float:

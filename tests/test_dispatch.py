@@ -7,9 +7,6 @@ never by waiting.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -20,7 +17,7 @@ import pytest
 from gateway import Event
 from gateway.dispatch import DoNotRetry, backoff_seconds, handler_name
 from gateway.replay import replay_dead_letters, replay_event, replay_range
-from tests.conftest import SECRET
+from tests.helpers import deliver
 
 TYPE = "message.delivered"
 
@@ -30,17 +27,8 @@ JITTER = 0.2
 
 def post(app: Any, event_id: str, event_type: str = TYPE) -> int:
     """Post a signed delivery to the ``integration`` source; return the status."""
-    body = json.dumps({"id": event_id, "type": event_type, "data": {"id": "m1"}})
-    raw = body.encode()
-    signature = hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
-    response = app.test_client().post(
-        "/api/webhooks/integration",
-        data=raw,
-        headers={
-            "Content-Type": "application/json",
-            "X-Integration-Signature": signature,
-        },
-    )
+    client = app.test_client()
+    response = deliver(client, event_id, event_type=event_type, data={"id": "m1"})
     return int(response.status_code)
 
 

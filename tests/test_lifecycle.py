@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import logging
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from gateway.events import Event
 from gateway.lifecycle import key_usage
 from gateway.schemes import get_scheme
 from gateway.store import open_store
+from tests import helpers
 from tests.conftest import FROZEN_AT
 
 DAY = 86_400
@@ -36,20 +35,8 @@ secrets = [
 """
 
 
-def hex_hmac(body: bytes, secret: str) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def deliver(client: Any, event_id: str, secret: str) -> Any:
-    body = json.dumps({"id": event_id, "type": "ping"}).encode()
-    return client.post(
-        "/api/webhooks/integration",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Integration-Signature": hex_hmac(body, secret),
-        },
-    )
+    return helpers.deliver(client, event_id, secret=secret)
 
 
 def matches(source: str, key_id: str) -> float:

@@ -6,9 +6,6 @@ Redis server cannot meet another run's; it deletes only those keys.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import socket
 import uuid
@@ -19,6 +16,7 @@ import pytest
 
 from gateway.limiter import is_storage_degraded
 from tests.conftest import SECRET
+from tests.helpers import deliver
 
 
 def source_toml(name: str, rate_limit: str) -> str:
@@ -29,17 +27,7 @@ def source_toml(name: str, rate_limit: str) -> str:
 
 
 def post(app: Any, source: str, event_id: str) -> int:
-    body = json.dumps({"id": event_id, "type": "ping"}).encode()
-    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    response = app.test_client().post(
-        f"/api/webhooks/{source}",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Integration-Signature": signature,
-        },
-    )
-    return int(response.status_code)
+    return int(deliver(app.test_client(), event_id, source=source).status_code)
 
 
 def closed_port() -> int:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from typing import Any
 
 import pytest
@@ -12,6 +9,7 @@ import pytest
 from gateway.config import load_settings
 from gateway.errors import ConfigError
 from tests.conftest import SECRET
+from tests.helpers import deliver
 
 TWO_SOURCES_TOML = f"""
 [sources.integration]
@@ -36,16 +34,11 @@ allow_networks = ["192.0.2.0/24", "2001:db8::/32"]
 def send(
     client: Any, event_id: str, ip: str, *, source: str = "integration", forged=False
 ) -> Any:
-    body = json.dumps({"id": event_id, "type": "ping"}).encode()
-    secret = "forged" if forged else SECRET
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return client.post(
-        f"/api/webhooks/{source}",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Integration-Signature": signature,
-        },
+    return deliver(
+        client,
+        event_id,
+        source=source,
+        secret="forged" if forged else SECRET,
         environ_base={"REMOTE_ADDR": ip},
     )
 
@@ -111,20 +104,13 @@ def test_allow_list_applies_to_the_client_ip_after_trusted_proxies(make_app):
     client = make_app(ALLOW_TOML, GATEWAY_TRUSTED_PROXIES="1").test_client()
     answers = []
     for n in range(6):
-        body = json.dumps({"id": f"x{n}", "type": "ping"}).encode()
-        signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        answers.append(
-            client.post(
-                "/api/webhooks/integration",
-                data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "X-Integration-Signature": signature,
-                    "X-Forwarded-For": "192.0.2.10",
-                },
-                environ_base={"REMOTE_ADDR": "10.0.0.1"},
-            ).status_code
+        answer = deliver(
+            client,
+            f"x{n}",
+            headers={"X-Forwarded-For": "192.0.2.10"},
+            environ_base={"REMOTE_ADDR": "10.0.0.1"},
         )
+        answers.append(answer.status_code)
     assert answers == [202] * 6
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -14,6 +12,7 @@ import pytest
 from gateway import logs
 from gateway.config import load_settings, secret_values
 from tests.conftest import SECRET
+from tests.helpers import hex_hmac
 
 # One distinct secret per scheme, so that each one is checked on its own.
 SCHEME_SECRETS = {
@@ -99,10 +98,6 @@ def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
 
 def delivery_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [entry for entry in json_lines(stream) if entry["message"] == "delivery"]
-
-
-def hex_hmac(body: bytes, secret: str) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 @pytest.fixture

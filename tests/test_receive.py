@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import gc
 import hashlib
-import hmac
 import io
 import json
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ALL_SOURCES_TOML, SECRET, example
+from tests.helpers import hex_hmac, post
 
 CASE1_BODY = (
     b"payload=%7B%22zen%22%3A%22Keep%20it%20simple.%22%2C%22hook_id%22%3A1%2C%22"
@@ -41,15 +41,6 @@ SLACK_CHALLENGE_BODY = (
 SLACK_CHALLENGE_SIGNATURE = (
     "v0=00e1f8da06d10e8d2188640daf688ae51e40b7e4d61d006020544668bdd6ceb9"
 )
-
-
-def hex_hmac(body: bytes, secret: str = SECRET) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def post(client: Any, source: str, body: bytes, headers: dict[str, str]) -> Any:
-    merged = {"Content-Type": "application/json", **headers}
-    return client.post(f"/api/webhooks/{source}", data=body, headers=merged)
 
 
 def stored_count(gateway: Any) -> int:

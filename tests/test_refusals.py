@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from click.testing import CliRunner
 from gateway.cli_refusals import parse_request_file, refusals, verify_file
 from gateway.refusals import Refusal, RefusalLog
 from tests.conftest import FROZEN_AT, SECRET, STANDARD_SECRET
+from tests.helpers import hex_hmac, post
 
 OLD_SECRET = "old-secret-2025"
 NEW_SECRET = "new-secret-2026"
@@ -35,15 +35,6 @@ scheme = "standard"
 secrets = ["{STANDARD_SECRET}"]
 """
 BODY = b'{"id":"evt_r1","type":"message.delivered","data":{"id":"m1"}}'
-
-
-def hex_hmac(body: bytes, secret: str) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def post(client: Any, source: str, body: bytes, headers: dict[str, str]) -> Any:
-    merged = {"Content-Type": "application/json", **headers}
-    return client.post(f"/api/webhooks/{source}", data=body, headers=merged)
 
 
 def recorded(app: Any) -> list[Refusal]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +9,12 @@ from click.testing import CliRunner
 
 from gateway.cli_refusals import tail as tail_command
 from gateway.tail import Tail, follow
+from tests import helpers
 from tests.conftest import SECRET
 
 
 def deliver(client: Any, event_id: str, secret: str = SECRET) -> int:
-    body = json.dumps({"id": event_id, "type": "ping"}).encode()
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    response = client.post(
-        "/api/webhooks/integration",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Integration-Signature": signature,
-        },
-    )
-    return response.status_code
+    return int(helpers.deliver(client, event_id, secret=secret).status_code)
 
 
 def test_tail_shows_only_what_comes_after_it_starts(
