@@ -31,12 +31,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from .cli_support import iso_time, parse_iso_time, shorten
 from .config import Settings, SourceConfig, load_settings
 from .diagnosis import Diagnosis, diagnose
 from .errors import ConfigError, StoreError
@@ -46,6 +46,7 @@ from .store import Store, open_store
 from .tail import Tail, follow
 
 _sleep = time.sleep  # the tail's pause between polls; replaceable in tests
+DETAIL_CHARS = 100  # of a refusal's reason in ``refusals list``
 _REQUEST_LINE = re.compile(rb"^[A-Z]+ (/\S*) HTTP/\d(\.\d)?$")
 _SOURCE_PATH = re.compile(r"/api/webhooks/([^/?#]+)")
 _ADVICE = {
@@ -113,9 +114,10 @@ def list_refusals(
         click.echo("No refused deliveries recorded.")
         return
     for item in found:
+        reason = shorten(item.detail, DETAIL_CHARS)
         click.echo(
-            f"{item.id:>6}  {_iso(item.at)}  {item.source:<16} {item.status} "
-            f"{item.code:<27} {item.client_ip or '-':<15} {_short(item.detail)}"
+            f"{item.id:>6}  {iso_time(item.at)}  {item.source:<16} {item.status} "
+            f"{item.code:<27} {item.client_ip or '-':<15} {reason}"
         )
 
 
@@ -211,7 +213,7 @@ def secrets_usage(as_json: bool) -> None:
     now = time.time()
     for item in usage:
         status = _key_status(item.not_after, item.configured, now)
-        last = _iso(item.last_matched_at) if item.last_matched_at else "never"
+        last = iso_time(item.last_matched_at) if item.last_matched_at else "never"
         if as_json:
             entry = {
                 "source": item.source,
@@ -368,7 +370,7 @@ def _print_diagnosis(
         f"body: {len(saved.body)} bytes, "
         f"sha256 {hashlib.sha256(saved.body).hexdigest()}"
     )
-    click.echo(f"checked at: {_iso(at)}")
+    click.echo(f"checked at: {iso_time(at)}")
     diagnosis = diagnose(source, saved.body, saved.headers, now=at)
     for check in diagnosis.checks:
         mark = "ok  " if check.passed else "FAIL"
@@ -422,7 +424,7 @@ def _source(settings: Settings, name: str | None) -> SourceConfig:
 def _refusal_fields(item: Refusal) -> dict[str, Any]:
     return {
         "id": item.id,
-        "time": _iso(item.at),
+        "time": iso_time(item.at),
         "source": item.source,
         "status": item.status,
         "code": item.code,
@@ -443,7 +445,7 @@ def _key_status(not_after: float | None, configured: bool, now: float) -> str:
         return "no longer configured"
     if not_after is None:
         return "active, no expiry"
-    when = _iso(not_after)
+    when = iso_time(not_after)
     if not_after < now:
         return f"expired {when}"
     days = (not_after - now) / DAY_SECONDS
@@ -456,22 +458,8 @@ def _parse_time(text: str) -> float:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_time(text)
     except ValueError:
         raise ValueError(
             f"{text!r} is neither unix seconds nor an ISO 8601 time."
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(float(moment), tz=UTC).isoformat(timespec="seconds")
-
-
-def _short(text: str | None, limit: int = 100) -> str:
-    if not text:
-        return ""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

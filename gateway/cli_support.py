@@ -179,7 +179,7 @@ def fail(message: str, exit_code: int) -> NoReturn:
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Lay out rows under headers in aligned columns, long cells cut."""
-    cells = [[_cell(value) for value in row] for row in rows]
+    cells = [[shorten(value) for value in row] for row in rows]
     widths = [len(header) for header in headers]
     for row in cells:
         for index, value in enumerate(row):
@@ -203,8 +203,24 @@ def format_time(moment: float | None) -> str:
     """Show a unix time as ISO 8601 UTC (``2026-01-31T12:00:00Z``)."""
     if moment is None:
         return ""
-    text = datetime.fromtimestamp(moment, tz=UTC).isoformat(timespec="seconds")
-    return text.replace("+00:00", "Z")
+    return iso_time(moment).replace("+00:00", "Z")
+
+
+def iso_time(moment: float) -> str:
+    """Show a unix time as ISO 8601 UTC (``2026-01-31T12:00:00+00:00``)."""
+    return datetime.fromtimestamp(float(moment), tz=UTC).isoformat(timespec="seconds")
+
+
+def parse_iso_time(text: str) -> float:
+    """Read an ISO 8601 date or date-time as unix seconds; no zone is UTC.
+
+    :raises ValueError: the text is not ISO 8601 (the message is
+        Python's; callers say it in their own words).
+    """
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def parse_moment(text: str, *, now: float | None = None) -> float:
@@ -224,14 +240,11 @@ def parse_moment(text: str, *, now: float | None = None) -> float:
         amount, unit = relative.groups()
         return moment - float(amount) * _UNIT_SECONDS[unit.lower()]
     try:
-        parsed = datetime.fromisoformat(cleaned.replace("Z", "+00:00"))
+        return parse_iso_time(cleaned)
     except ValueError:
         raise ValueError(
             f"{text!r} is not a time; use e.g. 2h, 30m, 7d or 2026-01-31T12:00"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 class MomentType(click.ParamType):  # type: ignore[type-arg]
@@ -265,9 +278,11 @@ def masked_url(url: str) -> str:
     return text.replace(parts.netloc, masked_netloc, 1)
 
 
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    text = " ".join(text.split())
-    if len(text) > MAX_CELL_CHARS:
-        text = text[: MAX_CELL_CHARS - 3] + "..."
-    return text
+def shorten(value: Any, limit: int = MAX_CELL_CHARS) -> str:
+    """Return ``value`` on one line of at most ``limit`` characters.
+
+    None is shown empty, runs of white space as one space; a longer text
+    is cut to end with ``...``.
+    """
+    text = " ".join(("" if value is None else str(value)).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
