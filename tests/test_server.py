@@ -67,10 +67,8 @@ def test_delivery_is_dispatched_once_across_two_workers(tmp_path):
     env = handler_env(tmp_path)
     event_ids = {f"evt_once_{n}" for n in range(20)}
     with GatewayServer(tmp_path, workers=2, env=env) as server:
-        # /healthz answers as soon as one worker is up; wait for the other.
-        wait_until(
-            lambda: len(server.worker_pids()) == 2, timeout=30, what="both workers"
-        )
+        # Started means every worker has forked (tests/servers.py).
+        assert len(server.worker_pids()) == 2
         first = [server.post_event(event_id) for event_id in sorted(event_ids)]
         repeat = [server.post_event(event_id) for event_id in sorted(event_ids)]
         wait_until(
