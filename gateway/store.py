@@ -38,12 +38,26 @@ BUSY_FIRST_PAUSE_SECONDS = 0.0001
 BUSY_LAST_PAUSE_SECONDS = 0.002
 RUN_STATUSES = ("ok", "retrying", "dead")
 _EVENT_COLUMNS = (
-    "pk, source, event_id, type, received_at, payload, headers, status, key_id"
+    "pk, source, event_id, type, received_at, payload, headers, status, key_id,"
+    " duplicates, last_duplicate_at"
 )
+# A repeat of (source, event id) is counted on the stored event by the
+# same statement that tried to insert it, so recording duplicates costs
+# no extra round trip. RETURNING gives the row's count after the
+# statement: 0 for a new event, 1 or more for a repeat (issue 9).
 _INSERT_EVENT = (
     "INSERT INTO events (source, event_id, type, received_at, payload, headers,"
     " key_id, status, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
-    " ON CONFLICT (source, event_id) DO NOTHING RETURNING pk"
+    " ON CONFLICT (source, event_id) DO UPDATE"
+    " SET duplicates = events.duplicates + 1,"
+    " last_duplicate_at = excluded.received_at"
+    " RETURNING duplicates"
+)
+# Columns added after the first release: (name, definition). migrate()
+# adds the ones an existing database lacks.
+_ADDED_EVENT_COLUMNS = (
+    ("duplicates", "INTEGER NOT NULL DEFAULT 0"),
+    ("last_duplicate_at", "{real}"),
 )
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS events (
@@ -60,6 +74,8 @@ _SCHEMA = [
         lease_owner TEXT,
         lease_until {real},
         finished_at {real},
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        last_duplicate_at {real},
         UNIQUE (source, event_id)
     )""",
     """CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at)
@@ -112,6 +128,13 @@ _SCHEMA = [
     """CREATE INDEX IF NOT EXISTS message_history_id
         ON message_history (message_id)""",
 ]
+# Statements that need the columns migrate() may have just added.
+_UPGRADED_SCHEMA = [
+    # The console's "duplicate" filter reads only the events that had a
+    # repeat, newest first, however few they are among a million.
+    """CREATE INDEX IF NOT EXISTS events_duplicate_pk ON events (pk)
+        WHERE duplicates > 0""",
+]
 
 
 @dataclass
@@ -132,6 +155,8 @@ class StoredEvent:
     event: Event
     status: str
     key_id: str | None = None
+    duplicates: int = 0
+    last_duplicate_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -254,9 +279,26 @@ class Store(ABC):
     # -- schema and health -------------------------------------------------
 
     def migrate(self) -> None:
-        """Create the tables and indexes this version needs, if missing."""
+        """Create the tables and indexes this version needs, if missing.
+
+        A database made by an earlier version gets the columns added
+        since (``duplicates``, ``last_duplicate_at``); existing rows take
+        their defaults. Runs in one transaction; concurrent workers are
+        serialised (PostgreSQL's advisory lock, SQLite's write lock).
+        """
+        _, real = self._column_types()
         with self._transaction() as cursor:
+            self._lock_schema(cursor)
             for statement in self._ddl():
+                cursor.execute(statement)
+            present = self._column_names(cursor, "events")
+            for name, definition in _ADDED_EVENT_COLUMNS:
+                if name not in present:
+                    cursor.execute(
+                        f"ALTER TABLE events ADD COLUMN {name}"
+                        f" {definition.format(real=real)}"
+                    )
+            for statement in _UPGRADED_SCHEMA:
                 cursor.execute(statement)
 
     def create_tables(self, statements: Sequence[str]) -> None:
@@ -291,6 +333,11 @@ class Store(ABC):
         """Keep concurrent workers from racing on DDL (PostgreSQL only)."""
         return None
 
+    def _column_names(self, cursor: _Cursor, table: str) -> set[str]:
+        """Return the names of a table's columns."""
+        cursor.execute(f"PRAGMA table_info({table})")
+        return {row[1] for row in cursor.fetchall()}
+
     def ping(self) -> None:
         """Check the store answers; raise :class:`StoreError` if not."""
         with self._transaction() as cursor:
@@ -307,6 +354,10 @@ class Store(ABC):
         payload_json: str | None = None,
     ) -> bool:
         """Store a new event durably; return False if (source, id) exists.
+
+        A repeat is not stored again: the stored event's ``duplicates``
+        count goes up by one and ``last_duplicate_at`` takes the repeat's
+        receipt time, in the same statement.
 
         The write is committed before this returns, so the caller may
         acknowledge the delivery. Concurrent calls in one process are
@@ -374,7 +425,7 @@ class Store(ABC):
         with self._transaction() as cursor:
             for item in batch:
                 cursor.execute(self._sql(_INSERT_EVENT), item.params)
-                item.inserted = cursor.fetchone() is not None
+                item.inserted = cursor.fetchone()[0] == 0
         for item in batch:
             item.done = True
 
@@ -590,10 +641,13 @@ class Store(ABC):
         until: float | None = None,
         before_pk: int | None = None,
         limit: int = 50,
+        duplicated: bool = False,
     ) -> list[StoredEvent]:
         """Return events newest first, filtered; page with ``before_pk``.
 
         ``type_prefix`` is an exact type, or a prefix ending in ``*``.
+        ``duplicated`` keeps only events that received at least one
+        repeat delivery.
         """
         where, params = _event_filter(
             source=source,
@@ -602,6 +656,7 @@ class Store(ABC):
             since=since,
             until=until,
             before_pk=before_pk,
+            duplicated=duplicated,
         )
         params.append(limit)
         with self._transaction() as cursor:
@@ -622,6 +677,7 @@ class Store(ABC):
         status: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        duplicated: bool = False,
     ) -> int:
         """Return how many events match the filters of :meth:`list_events`."""
         where, params = _event_filter(
@@ -630,6 +686,7 @@ class Store(ABC):
             status=status,
             since=since,
             until=until,
+            duplicated=duplicated,
         )
         with self._transaction() as cursor:
             cursor.execute(self._sql(f"SELECT COUNT(*) FROM events{where}"), params)
@@ -1056,14 +1113,16 @@ class PostgresStore(Store):
         return "BIGSERIAL", "DOUBLE PRECISION"
 
     def _lock_schema(self, cursor: _Cursor) -> None:
+        # An advisory lock keeps concurrent workers from racing on DDL.
         cursor.execute("SELECT pg_advisory_xact_lock(727274)")
 
-    def migrate(self) -> None:
-        # An advisory lock keeps concurrent workers from racing on DDL.
-        with self._transaction() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(727274)")
-            for statement in self._ddl():
-                cursor.execute(statement)
+    def _column_names(self, cursor: _Cursor, table: str) -> set[str]:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = %s",
+            (table,),
+        )
+        return {row[0] for row in cursor.fetchall()}
 
     def close(self) -> None:
         if self._opened:
@@ -1106,7 +1165,19 @@ def _connection_options(url: str, timeout_seconds: float) -> dict[str, Any]:
 
 
 def _stored_event(row: Sequence[Any]) -> StoredEvent:
-    pk, source, event_id, type_, received_at, payload, headers, status, key_id = row
+    (
+        pk,
+        source,
+        event_id,
+        type_,
+        received_at,
+        payload,
+        headers,
+        status,
+        key_id,
+        duplicates,
+        last_duplicate_at,
+    ) = row
     event = Event(
         id=event_id,
         type=type_,
@@ -1115,7 +1186,14 @@ def _stored_event(row: Sequence[Any]) -> StoredEvent:
         payload=json.loads(payload),
         headers=json.loads(headers),
     )
-    return StoredEvent(pk=int(pk), event=event, status=status, key_id=key_id)
+    return StoredEvent(
+        pk=int(pk),
+        event=event,
+        status=status,
+        key_id=key_id,
+        duplicates=int(duplicates),
+        last_duplicate_at=last_duplicate_at,
+    )
 
 
 def _event_filter(
@@ -1126,9 +1204,11 @@ def _event_filter(
     since: float | None,
     until: float | None,
     before_pk: int | None = None,
+    duplicated: bool = False,
 ) -> tuple[str, list[Any]]:
     """Return the WHERE clause and parameters shared by event queries."""
-    clauses: list[str] = []
+    # Written exactly as the partial index's condition, so it is used.
+    clauses: list[str] = ["duplicates > 0"] if duplicated else []
     params: list[Any] = []
     for clause, value in (
         ("source = ?", source),
