@@ -143,6 +143,110 @@ def test_concurrent_inserts_of_one_event_store_it_once(open_stores):
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(results) == [False, False, False, True]
+    stored = stores[0].find_event("evt_race")
+    assert stored is not None and stored.duplicates == 3
+
+
+def test_repeat_deliveries_are_counted_on_the_stored_event(db):
+    assert db.insert_event(make_event("evt_1"), key_id="#0")
+    assert db.insert_event(make_event("evt_1", at=NOW + 5), key_id="#1") is False
+    assert db.insert_event(make_event("evt_1", at=NOW + 9)) is False
+    stored = db.find_event("evt_1", "integration")
+    assert stored is not None
+    assert (stored.duplicates, stored.last_duplicate_at) == (2, NOW + 9)
+    assert stored.event.received_at.timestamp() == NOW
+    assert (stored.status, stored.key_id) == ("pending", "#0")
+
+
+def test_new_event_has_no_duplicates(db):
+    insert(db, "evt_1")
+    stored = db.find_event("evt_1")
+    assert stored is not None
+    assert (stored.duplicates, stored.last_duplicate_at) == (0, None)
+
+
+def test_repeats_committed_together_are_each_counted(db):
+    # Threads of one store share group-commit batches, so some repeats
+    # are written in the same transaction as the first insert.
+    threads_count = 8
+    barrier = threading.Barrier(threads_count)
+    results: list[bool] = []
+
+    def insert_once() -> None:
+        barrier.wait(timeout=10)
+        results.append(db.insert_event(make_event("evt_burst")))
+
+    threads = [threading.Thread(target=insert_once) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == [False] * (threads_count - 1) + [True]
+    stored = db.find_event("evt_burst")
+    assert stored is not None and stored.duplicates == threads_count - 1
+
+
+def test_duplicated_filter_lists_only_events_with_repeats(db):
+    insert(db, "evt_1", "evt_2", "evt_3")
+    for event_id in ("evt_1", "evt_3", "evt_3"):
+        assert db.insert_event(make_event(event_id)) is False
+    found = db.list_events(duplicated=True)
+    assert [(item.event.id, item.duplicates) for item in found] == [
+        ("evt_3", 2),
+        ("evt_1", 1),
+    ]
+    assert db.count_events(duplicated=True) == 2
+    assert [item.event.id for item in db.list_events(duplicated=True, limit=1)] == [
+        "evt_3"
+    ]
+
+
+OLD_EVENTS_TABLE = """CREATE TABLE events (
+    pk {serial} PRIMARY KEY,
+    source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    received_at {real} NOT NULL,
+    payload TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    key_id TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    next_attempt_at {real} NOT NULL,
+    lease_owner TEXT,
+    lease_until {real},
+    finished_at {real},
+    UNIQUE (source, event_id)
+)"""
+
+
+def test_migrate_upgrades_a_database_made_before_duplicate_counting(store_url):
+    store = open_store(store_url)
+    try:
+        serial, real = store._column_types()
+        store.execute(OLD_EVENTS_TABLE.format(serial=serial, real=real))
+        store.execute(
+            "INSERT INTO events (source, event_id, type, received_at, payload,"
+            " headers, status, next_attempt_at) VALUES"
+            " ('integration', 'evt_old', 'ping', ?, '{}', '{}', 'done', ?)",
+            (NOW, NOW),
+        )
+        store.migrate()
+        store.migrate()
+        old = store.find_event("evt_old")
+        assert old is not None
+        assert (old.duplicates, old.last_duplicate_at, old.status) == (0, None, "done")
+        assert store.insert_event(make_event("evt_old", at=NOW + 1)) is False
+        assert store.insert_event(make_event("evt_new"))
+        old = store.find_event("evt_old")
+        assert old is not None and (old.duplicates, old.last_duplicate_at) == (
+            1,
+            NOW + 1,
+        )
+        assert [item.event.id for item in store.list_events(duplicated=True)] == [
+            "evt_old"
+        ]
+    finally:
+        store.close()
 
 
 # -- claims and leases --------------------------------------------------------
