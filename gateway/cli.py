@@ -201,6 +201,7 @@ def events_show(event_id: str, source: str | None, as_json: bool) -> None:
         ("status", stored.status),
         ("key id", stored.key_id or ""),
         ("store key", stored.pk),
+        ("duplicates", _duplicates_text(stored)),
     ):
         state.echo(f"  {label:<10} {value}")
     state.echo("\nHeaders")
@@ -569,7 +570,16 @@ def _event_summary(stored: StoredEvent) -> dict[str, Any]:
         "received_at": format_time(event.received_at.timestamp()),
         "key_id": stored.key_id,
         "store_key": stored.pk,
+        "duplicates": stored.duplicates,
+        "last_duplicate_at": format_time(stored.last_duplicate_at) or None,
     }
+
+
+def _duplicates_text(stored: StoredEvent) -> str:
+    if not stored.duplicates:
+        return "0"
+    last = format_time(stored.last_duplicate_at)
+    return f"{stored.duplicates} (last {last})"
 
 
 @contextlib.contextmanager

@@ -265,6 +265,20 @@ def test_events_show_gives_payload_headers_and_each_handler_attempt(
     assert '"type": "message.failed"' in table
 
 
+def test_events_show_counts_repeat_deliveries(
+    run: Callable[..., Result], stored: Any
+) -> None:
+    first = stored.find_event("evt_01HQ7MSG0004")
+    assert stored.insert_event(first.event) is False
+    assert (
+        json_of(run("events", "show", "evt_01HQ7MSG0004", "--json"))["duplicates"] == 1
+    )
+    table = run("events", "show", "evt_01HQ7MSG0004").stdout
+    assert "duplicates 1 (last 20" in table
+    untouched = run("events", "show", "gh-delivery-1").stdout
+    assert "duplicates 0" in untouched
+
+
 def _failed_event_id() -> str:
     return json.loads((ROOT / "examples" / "message.failed.json").read_text())["id"]
 
