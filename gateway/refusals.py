@@ -152,15 +152,24 @@ class RefusalLog:
         since: float | None = None,
         after_id: int | None = None,
         limit: int = 50,
+        until: float | None = None,
+        before_id: int | None = None,
     ) -> list[Refusal]:
-        """Return refusals newest first (oldest first with ``after_id``)."""
+        """Return refusals newest first (oldest first with ``after_id``).
+
+        ``since`` and ``until`` bound the refusal time (``until``
+        excluded); ``before_id`` pages back from a refusal id, newest
+        first, as the console does.
+        """
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (
             ("source = ?", source),
             ("code = ?", code),
             ("at >= ?", since),
+            ("at < ?", until),
             ("id > ?", after_id),
+            ("id < ?", before_id),
         ):
             if value is not None:
                 clauses.append(clause)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from typing import Any
 
@@ -12,6 +13,7 @@ from gateway import DoNotRetry
 from gateway.config import load_settings, secret_values
 from gateway.console import present
 from gateway.errors import ConfigError
+from gateway.refusals import Refusal
 from tests.conftest import ALL_SOURCES_TOML, example
 
 TOKEN = "console-token-0123456789"
@@ -28,7 +30,9 @@ GET_PAGES = [
     "/console/dead-letters",
     "/console/dead-letters/replay",
     "/console/handlers",
+    "/console/refusals/1",
 ]
+FORGED_BODY = b'{"id":"evt_forged","type":"message.read"}'
 POST_FORMS = ["/console/events/1/replay", "/console/dead-letters/replay"]
 
 
@@ -76,8 +80,19 @@ def delivered(console_app: Any, console: Any, sign: Any, connect: Any) -> Any:
             headers={"Content-Type": "application/json", **sign("hmac-sha256", body)},
         )
         assert answer.status_code == 202
+    forged = console.post(
+        "/api/webhooks/integration",
+        data=FORGED_BODY,
+        headers={
+            "Content-Type": "application/json",
+            "X-Integration-Signature": "0" * 64,
+            "X-Request-Id": "req-forged-1",
+        },
+    )
+    assert forged.status_code == 401
     gateway = console_app.extensions["gateway"]
     gateway.dispatcher.run_until_idle()
+    assert gateway.refusals.flush(5.0)
     gateway.flaky_state = state
     return gateway
 
@@ -95,6 +110,21 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 def failed_pk(gateway: Any) -> int:
     return gateway.store.list_events(type_prefix="message.failed")[0].pk
+
+
+def forged_refusal_id(gateway: Any) -> int:
+    refusal_id = gateway.refusals.log.list(limit=1)[0].id
+    assert refusal_id is not None
+    return int(refusal_id)
+
+
+def repost(console: Any, sign: Any, name: str) -> Any:
+    body = example(name)
+    return console.post(
+        "/api/webhooks/integration",
+        data=body,
+        headers={"Content-Type": "application/json", **sign("hmac-sha256", body)},
+    )
 
 
 # -- configuration -------------------------------------------------------------
@@ -152,8 +182,8 @@ def test_every_page_refuses_a_wrong_token(console, delivered, url):
 
 @pytest.mark.parametrize("url", GET_PAGES)
 def test_every_page_answers_the_bearer_token(console, delivered, url):
-    pk = failed_pk(delivered)
-    response = console.get(url.replace("/1", f"/{pk}"), headers=BEARER)
+    key = forged_refusal_id(delivered) if "refusals" in url else failed_pk(delivered)
+    response = console.get(url.replace("/1", f"/{key}"), headers=BEARER)
     assert response.status_code == 200
 
 
@@ -377,6 +407,134 @@ def test_filtered_delivery_pages_read_an_index(delivered):
             plan = " ".join(str(row[-1]) for row in cursor.fetchall())
             assert "USING" in plan and "INDEX" in plan, plan
             assert "TEMP B-TREE" not in plan, plan
+
+
+def test_filtered_duplicate_pages_read_the_partial_index(delivered):
+    store = delivered.store
+    with store._transaction() as cursor:
+        cursor.execute(
+            "EXPLAIN QUERY PLAN SELECT pk FROM events WHERE duplicates > 0"
+            " AND pk < ? ORDER BY pk DESC LIMIT 51",
+            (10,),
+        )
+        plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+    assert "events_duplicate_pk" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+# -- duplicates and refusals --------------------------------------------------
+
+
+def test_duplicate_filter_lists_only_events_that_were_repeated(
+    console, delivered, sign
+):
+    answer = repost(console, sign, "message.read.json")
+    assert answer.status_code == 200 and answer.json["duplicate"] is True
+    repost(console, sign, "message.read.json")
+    text = deliveries_text(console, "?status=duplicate")
+    assert "message.read" in text and "message.sent" not in text
+    assert "+2 duplicates" in text
+    assert 'value="duplicate" selected' in text
+
+
+def test_duplicate_filter_without_repeats_lists_nothing(console, delivered):
+    assert "No delivery matches" in deliveries_text(console, "?status=duplicate")
+
+
+def test_deliveries_json_carries_the_duplicate_count(console, delivered, sign):
+    repost(console, sign, "message.sent.json")
+    response = console.get("/console/api/deliveries?status=duplicate", headers=BEARER)
+    assert [(item["type"], item["duplicates"]) for item in response.json["events"]] == [
+        ("message.sent", 1)
+    ]
+
+
+def test_event_page_shows_how_many_duplicates_arrived(console, delivered, sign):
+    repost(console, sign, "message.failed.json")
+    page = console.get(f"/console/events/{failed_pk(delivered)}", headers=BEARER)
+    text = page.get_data(as_text=True)
+    assert "1 repeat delivery, acknowledged and not dispatched" in text
+    assert 'datetime="2026-01-01T00:00:00Z"' in text
+
+
+def test_event_page_without_repeats_says_none(console, delivered):
+    page = console.get(f"/console/events/{failed_pk(delivered)}", headers=BEARER)
+    assert re.search(r"<dt>Duplicates</dt><dd[^>]*>none</dd>", page.get_data(True))
+
+
+def test_refused_filter_lists_refusals_with_their_reason(console, delivered):
+    text = deliveries_text(console, "?status=refused")
+    assert "invalid_signature" in text
+    assert "no configured secret matched" in text
+    assert "req-forged-1" in text and "127.0.0.1" in text
+    assert f"{len(FORGED_BODY)} B" in text
+    assert f"sha256 {hashlib.sha256(FORGED_BODY).hexdigest()[:12]}" in text
+    assert "message.sent" not in text and "evt_forged" not in text
+
+
+def test_refused_filter_narrows_by_source_and_time(console, delivered):
+    assert "No refused delivery matches" in deliveries_text(
+        console, "?status=refused&source=stripe"
+    )
+    assert "req-forged-1" in deliveries_text(
+        console, "?status=refused&source=integration"
+    )
+    assert "No refused delivery matches" in deliveries_text(
+        console, "?status=refused&since=2026-01-01T00:01"
+    )
+    assert "req-forged-1" in deliveries_text(
+        console, "?status=refused&until=2026-01-01T00:01"
+    )
+
+
+def test_refused_filter_explains_that_type_does_not_apply(console, delivered):
+    text = deliveries_text(console, "?status=refused&type=message.*")
+    assert "the type filter was ignored" in text
+    assert "req-forged-1" in text
+
+
+def test_refused_list_pages_by_refusal_id(console, delivered):
+    log = delivered.refusals.log
+    log.insert(
+        [
+            Refusal(
+                source="integration",
+                at=1767225600.0 + number,
+                status=401,
+                code="missing_signature",
+                request_id=f"req-page-{number:02d}",
+            )
+            for number in range(55)
+        ]
+    )
+    first = deliveries_text(console, "?status=refused")
+    assert "req-page-54" in first and "req-page-04" not in first
+    older = re.search(r'href="[^"]*\?([^"]*before=\d+[^"]*)"', first)
+    assert older
+    second = deliveries_text(console, "?" + older.group(1).replace("&amp;", "&"))
+    assert "req-page-04" in second and "req-forged-1" in second
+    assert "req-page-54" not in second
+
+
+def test_refusal_page_shows_reason_and_what_was_kept(console, delivered):
+    refusal_id = forged_refusal_id(delivered)
+    page = console.get(f"/console/refusals/{refusal_id}", headers=BEARER)
+    text = page.get_data(as_text=True)
+    assert "no configured secret matched" in text
+    assert hashlib.sha256(FORGED_BODY).hexdigest() in text
+    assert "x-integration-signature" in text
+    assert "0" * 64 not in text and "evt_forged" not in text
+
+
+def test_unknown_refusal_is_404(console, delivered):
+    response = console.get("/console/refusals/999999", headers=BEARER)
+    assert response.status_code == 404
+
+
+def test_deliveries_json_lists_refusals_under_their_own_key(console, delivered):
+    response = console.get("/console/api/deliveries?status=refused", headers=BEARER)
+    [row] = response.json["refusals"]
+    assert (row["code"], row["request_id"]) == ("invalid_signature", "req-forged-1")
 
 
 # -- one event ------------------------------------------------------------------

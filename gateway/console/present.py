@@ -139,3 +139,21 @@ def milliseconds(value: float | None) -> str:
     if value >= 1000:
         return f"{value / 1000:.2f} s"
     return f"{value:.1f} ms"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def body_summary(size: int | None, sha256: str | None) -> str:
+    """A refused body as ``1,234 B · sha256 0123abcd…``; a dash if unknown."""
+    parts = []
+    if size is not None:
+        parts.append(f"{size:,} B")
+    if sha256:
+        parts.append(f"sha256 {sha256[:12]}…")
+    return " · ".join(parts) or "–"

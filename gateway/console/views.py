@@ -36,6 +36,7 @@ from ..dispatch import handlers_by_pattern, matching_handlers
 from ..errors import StoreError
 from ..limiter import client_ip
 from ..messages import delivery_figures
+from ..refusals import Refusal, RefusalLog
 from ..replay import replay_dead_letters, replay_event
 from ..store import EVENT_STATUSES, StoredEvent
 from ..web import get_gateway
@@ -56,10 +57,20 @@ DEAD_LETTER_PAGE = 500
 CHART_MINUTES = 60
 HANDLER_WINDOW_SECONDS = 3600
 LOGIN_LIMIT = "10 per minute"
+REASON_CHARS = 160  # of a refusal's reason in the list
 STATUS_LABELS = {
     "pending": "accepted, pending",
     "done": "done",
     "dead": "dead-lettered",
+}
+# The deliveries page's status filter: the stored statuses, plus events
+# that received repeats and deliveries refused before being stored.
+FILTER_LABELS = {
+    "pending": "accepted, pending",
+    "done": "done",
+    "duplicate": "received duplicates",
+    "dead": "dead-lettered",
+    "refused": "refused, with reason",
 }
 _PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
 _SECURITY_HEADERS = {
@@ -99,6 +110,7 @@ def console_blueprint(limiter: Limiter) -> Blueprint:
         ("/api/deliveries", deliveries_json, ["GET"]),
         ("/events/<int:pk>", event_page, ["GET"]),
         ("/api/events/<int:pk>", event_json, ["GET"]),
+        ("/refusals/<int:refusal_id>", refusal_page, ["GET"]),
         ("/events/<int:pk>/replay", replay_event_page, ["GET", "POST"]),
         ("/dead-letters", dead_letters, ["GET"]),
         ("/dead-letters/replay", replay_dead_letters_page, ["GET", "POST"]),
@@ -199,8 +211,14 @@ def overview() -> str:
 
 
 def deliveries() -> str:
-    """Stored deliveries, newest first, filtered, in keyset pages."""
+    """Stored deliveries, newest first, filtered, in keyset pages.
+
+    With the status filter ``refused``, lists the refusal log instead:
+    deliveries answered with an error, never stored as events.
+    """
     filters = Filters.from_args(request.args)
+    if filters.status == "refused":
+        return _refusals(filters)
     page = _list(filters, PAGE_SIZE + 1)
     older = None
     if len(page) > PAGE_SIZE:
@@ -213,16 +231,48 @@ def deliveries() -> str:
         older=older,
         newest=filters.link(before=None) if filters.before else None,
         sources=sorted(get_gateway().settings.sources),
-        statuses=STATUS_LABELS,
+        statuses=FILTER_LABELS,
         live_url=url_for("console.deliveries_json") + filters.query_string(),
     )
 
 
 def deliveries_json() -> Response:
-    """The first page of deliveries for the current filters, as JSON."""
+    """The first page of deliveries for the current filters, as JSON.
+
+    Refused deliveries come under ``refusals``; stored ones under
+    ``events``.
+    """
     filters = replace(Filters.from_args(request.args), before=None)
+    if filters.status == "refused":
+        found = _refusal_list(filters, PAGE_SIZE)
+        return jsonify(
+            {
+                "refusals": [_refusal_row(item) for item in found],
+                "errors": filters.errors,
+            }
+        )
     rows = [_row(stored) for stored in _list(filters, PAGE_SIZE)]
     return jsonify({"events": rows, "errors": filters.errors})
+
+
+def refusal_page(refusal_id: int) -> str:
+    """One refused delivery: its reason and what was kept of the request.
+
+    The reason is for operators only (the client got just the code); the
+    console shows it because every page is behind the operator's
+    credentials. The body, signatures and secrets were never kept.
+    """
+    refusal = _refusal_log().get(refusal_id)
+    if refusal is None:
+        abort(404)
+    names = [name for name in (refusal.header_names or "").split(",") if name]
+    return _page(
+        "refusal.html",
+        refusal=refusal,
+        row=_refusal_row(refusal),
+        header_names=names,
+        back=url_for("console.deliveries", status="refused"),
+    )
 
 
 def event_page(pk: int) -> str:
@@ -479,10 +529,15 @@ class Filters:
             errors.append(f"There is no source named {source!r}.")
             source = ""
         status = args.get("status", "").strip()
-        if status and status not in STATUS_LABELS:
+        if status and status not in FILTER_LABELS:
             errors.append(f"There is no status {status!r}.")
             status = ""
         type_ = args.get("type", "").strip()[:200]
+        if type_ and status == "refused":
+            errors.append(
+                "A refused delivery has no stored type; the type filter was ignored."
+            )
+            type_ = ""
         times: dict[str, float | None] = {}
         texts: dict[str, str] = {}
         for name in ("since", "until"):
@@ -690,15 +745,69 @@ def _safe_next(target: str | None) -> str:
 
 
 def _list(filters: Filters, limit: int) -> list[StoredEvent]:
+    duplicated = filters.status == "duplicate"
     return get_gateway().store.list_events(
         source=filters.source or None,
         type_prefix=filters.type or None,
-        status=filters.status or None,
+        status=None if duplicated else filters.status or None,
         since=filters.since,
         until=filters.until,
         before_pk=filters.before,
         limit=limit,
+        duplicated=duplicated,
     )
+
+
+def _refusals(filters: Filters) -> str:
+    page = _refusal_list(filters, PAGE_SIZE + 1)
+    older = None
+    if len(page) > PAGE_SIZE:
+        page = page[:PAGE_SIZE]
+        older = filters.link(before=page[-1].id)
+    return _page(
+        "deliveries.html",
+        filters=filters,
+        refusals=[_refusal_row(item) for item in page],
+        rows=[],
+        older=older,
+        newest=filters.link(before=None) if filters.before else None,
+        sources=sorted(get_gateway().settings.sources),
+        statuses=FILTER_LABELS,
+        live_url=None,
+    )
+
+
+def _refusal_log() -> RefusalLog:
+    gateway = get_gateway()
+    if gateway.refusals is not None:
+        return gateway.refusals.log
+    return RefusalLog(gateway.store)
+
+
+def _refusal_list(filters: Filters, limit: int) -> list[Refusal]:
+    return _refusal_log().list(
+        source=filters.source or None,
+        since=filters.since,
+        until=filters.until,
+        before_id=filters.before,
+        limit=limit,
+    )
+
+
+def _refusal_row(refusal: Refusal) -> dict[str, Any]:
+    return {
+        "id": refusal.id,
+        "url": url_for("console.refusal_page", refusal_id=refusal.id),
+        "at": present.utc_text(refusal.at),
+        "iso": present.iso_text(refusal.at),
+        "source": refusal.source,
+        "client_ip": refusal.client_ip or "",
+        "status": refusal.status,
+        "code": refusal.code,
+        "reason": present.shorten(refusal.detail or "", REASON_CHARS),
+        "request_id": refusal.request_id or "",
+        "body": present.body_summary(refusal.body_bytes, refusal.body_sha256),
+    }
 
 
 def _row(stored: StoredEvent) -> dict[str, Any]:
@@ -713,6 +822,9 @@ def _row(stored: StoredEvent) -> dict[str, Any]:
         "event_id": event.id,
         "status": stored.status,
         "status_label": STATUS_LABELS.get(stored.status, stored.status),
+        "duplicates": stored.duplicates,
+        "last_duplicate_at": present.utc_text(stored.last_duplicate_at),
+        "last_duplicate_iso": present.iso_text(stored.last_duplicate_at),
     }
 
 

@@ -47,6 +47,13 @@
     badge.className = "badge badge-" + item.status;
     badge.textContent = item.status_label;
     statusCell.appendChild(badge);
+    if (item.duplicates) {
+      var repeats = document.createElement("small");
+      repeats.className = "repeats";
+      repeats.textContent = "+" + item.duplicates + " duplicate" + (item.duplicates > 1 ? "s" : "");
+      statusCell.appendChild(document.createTextNode(" "));
+      statusCell.appendChild(repeats);
+    }
     tr.appendChild(statusCell);
     return tr;
   }
