@@ -288,3 +288,70 @@ def test_operator_filters_opens_an_event_and_replays_a_dead_letter(
     wait_until(replayed_ok, "the replayed handler's new outcome")
     shoot(browser, "09-event-replayed")
     assert gateway.store.dead_letter_pks() == []
+
+
+def test_operator_lists_refused_and_duplicate_deliveries(live_gateway, browser, sign):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, gateway = live_gateway["url"], live_gateway["gateway"]
+    post_examples(url, sign)
+    forged = b'{"id":"evt_forged_1","type":"message.read"}'
+    answer = requests.post(
+        f"{url}/api/webhooks/integration",
+        data=forged,
+        headers={
+            "Content-Type": "application/json",
+            "X-Integration-Signature": "f" * 64,
+            "X-Request-Id": "req-forged-browser",
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 401
+    repeat = example("message.read.json")
+    answer = requests.post(
+        f"{url}/api/webhooks/integration",
+        data=repeat,
+        headers={
+            "Content-Type": "application/json",
+            **sign("hmac-sha256", repeat, message_id="msg_message.read.json"),
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 200 and answer.json()["duplicate"] is True
+    assert gateway.refusals.flush(WAIT_SECONDS)
+
+    def text() -> str:
+        return browser.find_element(By.TAG_NAME, "body").text
+
+    def click(by: str, value: str) -> None:
+        wait_until(lambda: browser.find_elements(by, value), value).pop(0).click()
+
+    def filter_by(status: str) -> None:
+        click(By.LINK_TEXT, "Deliveries")
+        wait_until(lambda: browser.find_elements(By.ID, "f-status"), "the filters")
+        Select(browser.find_element(By.ID, "f-status")).select_by_value(status)
+        click(By.CSS_SELECTOR, "form.filters button")
+        wait_until(lambda: f"status={status}" in browser.current_url, status)
+
+    browser.get(f"{url}/console/login")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    click(By.CSS_SELECTOR, "form.login button")
+    wait_until(lambda: browser.title.startswith("Overview"), "the overview")
+
+    filter_by("duplicate")
+    wait_until(lambda: "+1 duplicate" in text(), "the repeated event")
+    assert "message.read" in text() and "invoice.paid" not in text()
+    shoot(browser, "10-deliveries-duplicate")
+
+    filter_by("refused")
+    wait_until(lambda: "req-forged-browser" in text(), "the refused delivery")
+    assert "invalid_signature" in text()
+    assert "no configured secret matched" in text()
+    assert "evt_forged_1" not in text()
+    shoot(browser, "11-deliveries-refused")
+
+    click(By.CSS_SELECTOR, "#refusals tbody tr a")
+    wait_until(lambda: "What was kept of the request" in text(), "the refusal")
+    assert "x-integration-signature" in text() and "f" * 64 not in text()
+    shoot(browser, "12-refusal")
