@@ -694,3 +694,13 @@ def test_ordinary_names_are_not_secret(name):
 )
 def test_credential_like_values_are_masked(value):
     assert present.looks_secret(value)
+
+
+def test_long_reasons_are_shortened_on_one_line():
+    assert present.shorten("a  b\nc", 10) == "a b c"
+    assert present.shorten("x" * 20, 8) == "xxxxxxx…"
+
+
+def test_body_summary_gives_size_and_hash_prefix():
+    assert present.body_summary(1234, "ab" * 32) == "1,234 B · sha256 abababababab…"
+    assert present.body_summary(None, None) == "–"
