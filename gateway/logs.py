@@ -51,11 +51,8 @@ MAX_NESTED_DEPTH = 6
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
-# Lower-case fragments each pattern above needs: an ASCII text holding
-# none of them cannot match, so the regular expressions are skipped for
-# it. (Not for other text: case-insensitive matching lets a few non-ASCII
-# letters, such as the long s, stand for ASCII ones.)
-_PATTERN_MARKERS = ("bearer", "basic", "wh", "=", "v1")
+# Field values of these types hold no text and are never rewritten.
+_PLAIN_TYPES = (int, float, bool, type(None))
 
 _secrets: set[str] = set()
 # Longest first, rebuilt on each registration, read without the lock.
@@ -85,7 +82,7 @@ def redact(text: str) -> str:
     for secret in _secrets_by_length:
         if secret in text:
             text = text.replace(secret, MASK)
-    if not text.isascii() or any(marker in text.lower() for marker in _PATTERN_MARKERS):
+    if not text.isascii() or _holds_marker(text.lower()):
         for pattern in _PATTERNS:
             text = pattern.sub(MASK, text)
     if "://" in text:
@@ -115,13 +112,15 @@ class RedactionFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
-        for name, value in list(vars(record).items()):
-            if name in _STANDARD_ATTRIBUTES:
-                continue
+        fields = vars(record)
+        # Only the extra fields: a set difference, not a pass over the
+        # twenty-odd standard attributes of every record.
+        for name in fields.keys() - _STANDARD_ATTRIBUTES:
+            value = fields[name]
             if _is_sensitive_field(name):
-                setattr(record, name, MASK)
-            else:
-                setattr(record, name, _redact_value(value))
+                fields[name] = MASK
+            elif not isinstance(value, _PLAIN_TYPES):
+                fields[name] = _redact_value(value)
         return True
 
 
@@ -217,6 +216,8 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
     """Redact strings inside a field value, masking sensitive keys of dicts."""
     if isinstance(value, str):
         return redact(value)
+    if isinstance(value, _PLAIN_TYPES):
+        return value
     if depth >= MAX_NESTED_DEPTH:
         return MASK if isinstance(value, (Mapping, list, tuple, set)) else value
     if isinstance(value, Mapping):
@@ -233,6 +234,24 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return redact(bytes(value).decode("utf-8", "replace"))
     return value
+
+
+def _holds_marker(lowered: str) -> bool:
+    """Whether lower-cased text holds a fragment one of _PATTERNS needs.
+
+    An ASCII text holding none of them cannot match, so the regular
+    expressions are skipped for it. (Not for other text: case-insensitive
+    matching lets a few non-ASCII letters, such as the long s, stand for
+    ASCII ones.) Spelled out rather than a loop: this runs for every
+    string field of every record.
+    """
+    return (
+        "=" in lowered
+        or "wh" in lowered
+        or "v1" in lowered
+        or "bearer" in lowered
+        or "basic" in lowered
+    )
 
 
 def _one_line(text: str) -> str:
