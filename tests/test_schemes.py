@@ -864,6 +864,19 @@ def test_schemes_module_does_not_import_flask() -> None:
     assert not imported & {"flask", "werkzeug"}
 
 
+@pytest.mark.parametrize("module", ["schemes_base.py", "schemes_standard.py"])
+def test_scheme_support_modules_do_not_import_flask(module: str) -> None:
+    source = Path(__file__).parents[1] / "gateway" / module
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported, "the module's imports were not read"
+    assert not imported & {"flask", "werkzeug"}
+
+
 def test_standard_sign_generates_a_message_id_when_none_is_given() -> None:
     signed = get_scheme("standard").sign(CASE_5_BODY, STANDARD_SECRET, now=NOW)
     assert signed["webhook-id"].startswith("msg_")
