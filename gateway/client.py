@@ -5,11 +5,16 @@ batches over one pooled :class:`requests.Session` (CONTRACT.md section 6).
 Failures reach callers only as :class:`ClientError` subclasses; these are
 outbound failures and deliberately not part of the ``GatewayError`` tree,
 which describes answers the gateway gives to its own clients.
+
+This module does the requests: session, authentication, retries and
+their logging. What is sent and read lives in
+:mod:`gateway.client_payloads`, the retry policy in
+:mod:`gateway.client_retry`, the errors and results in
+:mod:`gateway.client_types`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -17,8 +22,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -26,6 +29,23 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
+from gateway.client_payloads import (
+    check_batch_item,
+    check_idempotency_key,
+    json_object,
+    loggable_url,
+    message_body,
+    parse_message_status,
+    parse_sent_message,
+    provider_message,
+)
+from gateway.client_retry import (
+    MAX_BACKOFF_SECONDS,
+    MAX_RETRY_AFTER_SECONDS,
+    backoff_seconds,
+    is_retryable_status,
+    retry_after_seconds,
+)
 from gateway.client_types import (
     APIError,
     AuthenticationError,
@@ -65,14 +85,9 @@ __version__ = "0.1.0"
 logger = logging.getLogger(__name__)
 
 USER_AGENT = f"webhook-gateway/{__version__}"
-MESSAGE_TYPES = frozenset({"text", "media", "template"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-BACKOFF_BASE_SECONDS = 0.5
-MAX_BACKOFF_SECONDS = 30.0
-MAX_RETRY_AFTER_SECONDS = 120.0
 DEFAULT_BATCH_WORKERS = 4
 MAX_BATCH_WORKERS = 16
-MAX_ERROR_MESSAGE_CHARS = 300
 API_KEY_VARIABLE = "INTEGRATION_API_KEY"
 API_URL_VARIABLE = "INTEGRATION_API_URL"
 REDACTED = "[redacted]"
@@ -216,14 +231,14 @@ class IntegrationClient:
             empty recipient, or content or metadata that is not JSON.
         :raises ClientError: when the send fails after the retries.
         """
-        body = _message_body(to, content, type, metadata)
-        _check_idempotency_key(idempotency_key)
+        body = message_body(to, content, type, metadata)
+        check_idempotency_key(idempotency_key)
         key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
         url = f"{self.base_url}/messages"
         payload = self._request(
             "POST", url, body=body, headers={IDEMPOTENCY_HEADER: key}
         )
-        message = _parse_sent_message(payload, key)
+        message = parse_sent_message(payload, key)
         self._notify_sent(message)
         return message
 
@@ -237,7 +252,7 @@ class IntegrationClient:
         if not isinstance(message_id, str) or not message_id:
             raise ValueError("The message id must be a non-empty string.")
         url = f"{self.base_url}/messages/{quote(message_id, safe='')}"
-        return _parse_message_status(self._request("GET", url))
+        return parse_message_status(self._request("GET", url))
 
     def send_batch(
         self,
@@ -262,7 +277,7 @@ class IntegrationClient:
             raise ValueError("max_workers must be 1 or more.")
         items = list(messages)
         for index, item in enumerate(items):
-            _check_batch_item(index, item)
+            check_batch_item(index, item)
         if not items:
             return BatchResult(results=())
         workers = min(max_workers, MAX_BATCH_WORKERS, len(items))
@@ -319,11 +334,11 @@ class IntegrationClient:
                 self._wait_before_retry(method, url, attempt, None, type(err).__name__)
                 continue
             if 200 <= response.status_code < 300:
-                return _json_object(response, method, url)
+                return json_object(response, method, url)
             error = self._error_for(response, method, url)
-            if not _is_retryable_status(response.status_code) or attempt == attempts:
+            if not is_retryable_status(response.status_code) or attempt == attempts:
                 raise error
-            wait = _retry_after_seconds(response, self._clock)
+            wait = retry_after_seconds(response, self._clock)
             if wait is not None and wait > MAX_RETRY_AFTER_SECONDS:
                 raise error
             self._wait_before_retry(
@@ -391,7 +406,7 @@ class IntegrationClient:
             "provider request",
             extra={
                 "method": method,
-                "url": _loggable_url(url),
+                "url": loggable_url(url),
                 "status": status,
                 "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 "request_bytes": len(body) if body is not None else 0,
@@ -411,15 +426,12 @@ class IntegrationClient:
         if retry_after is not None:
             delay = retry_after
         else:
-            ceiling = min(
-                self.max_backoff_seconds, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)
-            )
-            delay = self._rng.uniform(0, ceiling)
+            delay = backoff_seconds(attempt, self.max_backoff_seconds, self._rng)
         logger.warning(
             "provider request retry scheduled",
             extra={
                 "method": method,
-                "url": _loggable_url(url),
+                "url": loggable_url(url),
                 "reason": reason,
                 "attempt": attempt,
                 "delay_seconds": round(delay, 3),
@@ -431,8 +443,8 @@ class IntegrationClient:
         self, response: requests.Response, method: str, url: str
     ) -> APIError:
         status = response.status_code
-        message = self._auth.redact(_provider_message(response))
-        shown_url = _loggable_url(url)
+        message = self._auth.redact(provider_message(response))
+        shown_url = loggable_url(url)
         if status in (401, 403):
             return AuthenticationError(status, message, method=method, url=shown_url)
         if status == 404:
@@ -443,7 +455,7 @@ class IntegrationClient:
                 message,
                 method=method,
                 url=shown_url,
-                retry_after=_retry_after_seconds(response, self._clock),
+                retry_after=retry_after_seconds(response, self._clock),
             )
         return APIError(status, message, method=method, url=shown_url)
 
@@ -487,199 +499,3 @@ def _validate_base_url(base_url: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError("The base URL must not carry a query or a fragment.")
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-
-
-def _loggable_url(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _message_body(
-    to: object, content: object, message_type: object, metadata: object
-) -> bytes:
-    if message_type not in MESSAGE_TYPES:
-        raise ValueError(
-            f"Unknown message type {message_type!r}. "
-            f"Use one of: {', '.join(sorted(MESSAGE_TYPES))}."
-        )
-    if not isinstance(to, str) or not to.strip():
-        raise ValueError("The recipient 'to' must be a non-empty string.")
-    if not isinstance(content, str | Mapping):
-        raise ValueError("The content must be a string or a mapping.")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise ValueError("The metadata must be a mapping or None.")
-    document = {
-        "to": to,
-        "content": dict(content) if isinstance(content, Mapping) else content,
-        "type": message_type,
-        "metadata": dict(metadata) if metadata is not None else {},
-    }
-    try:
-        return json.dumps(document, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as err:
-        raise ValueError("The content and metadata must be JSON-serialisable.") from err
-
-
-def _check_batch_item(index: int, item: object) -> None:
-    if not isinstance(item, Mapping):
-        raise ValueError(f"Batch message {index} is not a mapping.")
-    unknown = set(item) - {"to", "content", "type", "metadata", "idempotency_key"}
-    if unknown:
-        raise ValueError(
-            f"Batch message {index} has unknown fields: {', '.join(sorted(unknown))}."
-        )
-    missing = {"to", "content"} - set(item)
-    if missing:
-        raise ValueError(
-            f"Batch message {index} lacks fields: {', '.join(sorted(missing))}."
-        )
-    try:
-        _message_body(
-            item["to"], item["content"], item.get("type", "text"), item.get("metadata")
-        )
-        _check_idempotency_key(item.get("idempotency_key"))
-    except ValueError as err:
-        raise ValueError(f"Batch message {index} is invalid: {err}") from err
-
-
-def _check_idempotency_key(key: object) -> None:
-    if key is not None and (not isinstance(key, str) or not key.strip()):
-        raise ValueError("The idempotency key must be a non-empty string or None.")
-
-
-def _is_retryable_status(status: int) -> bool:
-    return status == 429 or 500 <= status <= 599
-
-
-def _retry_after_seconds(
-    response: requests.Response, clock: Callable[[], float]
-) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if seconds >= 0 and seconds != float("inf") else None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - clock())
-
-
-def _json_object(
-    response: requests.Response, method: str, url: str
-) -> Mapping[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError as err:
-        raise InvalidResponse(
-            f"{method} {_loggable_url(url)} answered HTTP {response.status_code} "
-            "with a body that is not JSON."
-        ) from err
-    if not isinstance(payload, dict):
-        raise InvalidResponse(
-            f"{method} {_loggable_url(url)} answered with JSON that is not an object."
-        )
-    return payload
-
-
-def _provider_message(response: requests.Response) -> str:
-    message: object = None
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict):
-        message = payload.get("error") or payload.get("message")
-        if isinstance(message, dict):
-            message = message.get("message") or message.get("code")
-    if not message:
-        message = response.text.strip() if payload is None else None
-    text = str(message) if message else (response.reason or "no explanation given")
-    return text[:MAX_ERROR_MESSAGE_CHARS]
-
-
-def _require_id(payload: Mapping[str, Any]) -> str:
-    message_id = payload.get("id")
-    if isinstance(message_id, int) and not isinstance(message_id, bool):
-        return str(message_id)
-    if not isinstance(message_id, str) or not message_id:
-        raise InvalidResponse("The provider's answer does not name the message id.")
-    return message_id
-
-
-def _optional_text(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def _parse_status(value: object) -> str | None:
-    text = _optional_text(value)
-    return text.lower() if text is not None else None
-
-
-def _parse_error(value: object) -> str | None:
-    if isinstance(value, Mapping):
-        return _optional_text(value.get("message") or value.get("code"))
-    return _optional_text(value)
-
-
-def _parse_timestamp(value: object) -> datetime | None:
-    """Turn ISO 8601 text or unix seconds into an aware datetime, or ``None``."""
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value, tz=UTC)
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                return datetime.fromtimestamp(float(text), tz=UTC)
-            except ValueError:
-                pass
-            moment = datetime.fromisoformat(text)
-            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    except (ValueError, OverflowError, OSError):
-        pass
-    logger.warning(
-        "provider sent an unreadable timestamp", extra={"value": repr(value)}
-    )
-    return None
-
-
-def _first_present(payload: Mapping[str, Any], *names: str) -> object:
-    for name in names:
-        if payload.get(name) not in (None, ""):
-            return payload[name]
-    return None
-
-
-def _parse_sent_message(payload: Mapping[str, Any], key: str) -> SentMessage:
-    return SentMessage(
-        id=_require_id(payload),
-        status=_parse_status(payload.get("status")),
-        to=_optional_text(payload.get("to")),
-        created_at=_parse_timestamp(_first_present(payload, "created_at", "timestamp")),
-        idempotency_key=key,
-        raw=dict(payload),
-    )
-
-
-def _parse_message_status(payload: Mapping[str, Any]) -> MessageStatus:
-    return MessageStatus(
-        id=_require_id(payload),
-        status=_parse_status(payload.get("status")),
-        to=_optional_text(payload.get("to")),
-        timestamp=_parse_timestamp(
-            _first_present(payload, "timestamp", "updated_at", "created_at")
-        ),
-        error=_parse_error(payload.get("error")),
-        raw=dict(payload),
-    )
