@@ -1,11 +1,14 @@
 """Durable event store: the inbox, deduplication and handler outcomes.
 
-One SQL design serves two back-ends: SQLite (embedded default, WAL mode,
-``synchronous=FULL`` so an acknowledged event survives a crash) and
-PostgreSQL (many workers on many hosts, claims with ``FOR UPDATE SKIP
-LOCKED``). Deduplication is the unique key on (source, event id), so it
-holds across processes. The store knows nothing of HTTP; driver errors
-are translated to :class:`StoreError` at this boundary.
+One SQL design serves two back-ends: SQLite (embedded default, in
+:mod:`gateway.store_sqlite`) and PostgreSQL (many workers on many hosts,
+in :mod:`gateway.store_postgres`); the tables are in
+:mod:`gateway.schema`. This module holds what they share: the
+:class:`Store` base class with every query, the records it returns and
+:func:`open_store`. It also re-exports both back-ends, loaded on first
+use. Deduplication is the unique key on (source, event id), so it holds
+across processes. The store knows nothing of HTTP; driver errors are
+translated to :class:`StoreError` at this boundary.
 
 All times are unix seconds (float).
 """
@@ -13,29 +16,22 @@ All times are unix seconds (float).
 from __future__ import annotations
 
 import json
-import logging
-import random
-import re
-import sqlite3
 import threading
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError, StoreError
 from .events import Event
+from .schema import create_statements, upgrade_statements
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .store_postgres import PostgresStore as PostgresStore
+    from .store_sqlite import SQLiteStore as SQLiteStore
 
 EVENT_STATUSES = ("pending", "done", "dead")
-APPLICATION_NAME = "webhook-gateway"
-BUSY_FIRST_PAUSE_SECONDS = 0.0001
-BUSY_LAST_PAUSE_SECONDS = 0.002
 RUN_STATUSES = ("ok", "retrying", "dead")
 _EVENT_COLUMNS = (
     "pk, source, event_id, type, received_at, payload, headers, status, key_id,"
@@ -53,88 +49,6 @@ _INSERT_EVENT = (
     " last_duplicate_at = excluded.received_at"
     " RETURNING duplicates"
 )
-# Columns added after the first release: (name, definition). migrate()
-# adds the ones an existing database lacks.
-_ADDED_EVENT_COLUMNS = (
-    ("duplicates", "INTEGER NOT NULL DEFAULT 0"),
-    ("last_duplicate_at", "{real}"),
-)
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS events (
-        pk {serial} PRIMARY KEY,
-        source TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        received_at {real} NOT NULL,
-        payload TEXT NOT NULL,
-        headers TEXT NOT NULL,
-        key_id TEXT,
-        status TEXT NOT NULL DEFAULT 'pending',
-        next_attempt_at {real} NOT NULL,
-        lease_owner TEXT,
-        lease_until {real},
-        finished_at {real},
-        duplicates INTEGER NOT NULL DEFAULT 0,
-        last_duplicate_at {real},
-        UNIQUE (source, event_id)
-    )""",
-    """CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at)
-        WHERE status = 'pending'""",
-    "CREATE INDEX IF NOT EXISTS events_received ON events (received_at)",
-    # Keyset pages of one source, status or type, newest first, read an
-    # index range instead of scanning every event (the console, issue 9).
-    "CREATE INDEX IF NOT EXISTS events_source_pk ON events (source, pk)",
-    "CREATE INDEX IF NOT EXISTS events_status_pk ON events (status, pk)",
-    "CREATE INDEX IF NOT EXISTS events_type_pk ON events (type, pk)",
-    """CREATE TABLE IF NOT EXISTS handler_runs (
-        event_pk BIGINT NOT NULL REFERENCES events (pk) ON DELETE CASCADE,
-        handler TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        last_error TEXT,
-        next_attempt_at {real},
-        duration_ms {real},
-        updated_at {real} NOT NULL,
-        PRIMARY KEY (event_pk, handler)
-    )""",
-    "CREATE INDEX IF NOT EXISTS handler_runs_dead ON handler_runs (status)",
-    """CREATE TABLE IF NOT EXISTS handler_attempts (
-        event_pk BIGINT NOT NULL REFERENCES events (pk) ON DELETE CASCADE,
-        handler TEXT NOT NULL,
-        attempt INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        error TEXT,
-        duration_ms {real} NOT NULL,
-        at {real} NOT NULL
-    )""",
-    """CREATE INDEX IF NOT EXISTS handler_attempts_event
-        ON handler_attempts (event_pk)""",
-    "CREATE INDEX IF NOT EXISTS handler_attempts_at ON handler_attempts (at)",
-    """CREATE TABLE IF NOT EXISTS messages (
-        message_id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        rank INTEGER NOT NULL,
-        status_at {real},
-        updated_at {real} NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS message_history (
-        message_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        status_at {real},
-        event_id TEXT,
-        error TEXT,
-        recorded_at {real} NOT NULL
-    )""",
-    """CREATE INDEX IF NOT EXISTS message_history_id
-        ON message_history (message_id)""",
-]
-# Statements that need the columns migrate() may have just added.
-_UPGRADED_SCHEMA = [
-    # The console's "duplicate" filter reads only the events that had a
-    # repeat, newest first, however few they are among a million.
-    """CREATE INDEX IF NOT EXISTS events_duplicate_pk ON events (pk)
-        WHERE duplicates > 0""",
-]
 
 
 @dataclass
@@ -235,7 +149,9 @@ class MessageUpdate:
     recorded_at: float
 
 
-class _Cursor(Protocol):
+class Cursor(Protocol):
+    """The part of a database cursor the store's queries use."""
+
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
     def fetchall(self) -> list[Any]: ...
     def fetchone(self) -> Any: ...
@@ -271,11 +187,6 @@ class Store(ABC):
     def _sql(self, statement: str) -> str:
         return statement
 
-    def _ddl(self) -> list[str]:
-        return [
-            statement.format(serial="INTEGER", real="REAL") for statement in _SCHEMA
-        ]
-
     # -- schema and health -------------------------------------------------
 
     def migrate(self) -> None:
@@ -286,19 +197,13 @@ class Store(ABC):
         their defaults. Runs in one transaction; concurrent workers are
         serialised (PostgreSQL's advisory lock, SQLite's write lock).
         """
-        _, real = self._column_types()
+        serial, real = self._column_types()
         with self._transaction() as cursor:
             self._lock_schema(cursor)
-            for statement in self._ddl():
+            for statement in create_statements(serial, real):
                 cursor.execute(statement)
             present = self._column_names(cursor, "events")
-            for name, definition in _ADDED_EVENT_COLUMNS:
-                if name not in present:
-                    cursor.execute(
-                        f"ALTER TABLE events ADD COLUMN {name}"
-                        f" {definition.format(real=real)}"
-                    )
-            for statement in _UPGRADED_SCHEMA:
+            for statement in upgrade_statements(present, real):
                 cursor.execute(statement)
 
     def create_tables(self, statements: Sequence[str]) -> None:
@@ -329,11 +234,11 @@ class Store(ABC):
     def _column_types(self) -> tuple[str, str]:
         return "INTEGER", "REAL"
 
-    def _lock_schema(self, cursor: _Cursor) -> None:
+    def _lock_schema(self, cursor: Cursor) -> None:
         """Keep concurrent workers from racing on DDL (PostgreSQL only)."""
         return None
 
-    def _column_names(self, cursor: _Cursor, table: str) -> set[str]:
+    def _column_names(self, cursor: Cursor, table: str) -> set[str]:
         """Return the names of a table's columns."""
         cursor.execute(f"PRAGMA table_info({table})")
         return {row[1] for row in cursor.fetchall()}
@@ -552,7 +457,7 @@ class Store(ABC):
         with self._transaction() as cursor:
             self._write_attempt(cursor, pk, record)
 
-    def _write_attempt(self, cursor: _Cursor, pk: int, record: AttemptRecord) -> None:
+    def _write_attempt(self, cursor: Cursor, pk: int, record: AttemptRecord) -> None:
         if record.status not in RUN_STATUSES:
             raise ValueError(f"unknown handler status {record.status!r}")
         cursor.execute(
@@ -935,233 +840,40 @@ class Store(ABC):
             return {status: int(count) for status, count in cursor.fetchall()}
 
 
-class SQLiteStore(Store):
-    """The embedded store: one SQLite file in WAL mode.
-
-    Each thread opens its own connection. Writes wait up to
-    ``busy_timeout_ms`` for the file lock held by another process.
-    """
-
-    kind = "sqlite"
-
-    def __init__(self, path: str, *, busy_timeout_ms: int = 10_000):
-        super().__init__()
-        self.path = path
-        self.busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        # Held for each transaction and by close(): closing a connection
-        # that another thread is using crashes the sqlite3 module. SQLite
-        # serialises writers anyway, so this costs no concurrency; and the
-        # threads of this process get the file as soon as it is free, where
-        # SQLite's busy handler would sleep 1, 2, 5, 10... ms between polls.
-        self._use = threading.RLock()
-        self._closed = False
-        if path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise StoreError(f"cannot create the folder of {path}") from err
-
-    def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=0
-            )
-            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a committed event survives power loss, not only a crash.
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            # From here on, waiting for another process's write lock is
-            # done by _begin, in short steps; SQLite's own busy handler
-            # sleeps 1, 2, 5, 10... up to 100 ms per poll, which starves
-            # the process that lost the first race.
-            connection.execute("PRAGMA busy_timeout = 0")
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
-        return connection
-
-    @contextmanager
-    def _transaction(self) -> Iterator[_Cursor]:
-        with self._use:
-            if self._closed:
-                raise StoreError("the SQLite store is closed")
-            try:
-                connection = self._connection()
-                cursor = connection.cursor()
-                self._begin(cursor)
-            except sqlite3.Error as err:
-                self._local.connection = None
-                raise StoreError(f"the SQLite store is unavailable: {err}") from err
-            try:
-                yield cursor
-                cursor.execute("COMMIT")
-            except sqlite3.Error as err:
-                _rollback(connection)
-                raise StoreError(f"the SQLite store failed: {err}") from err
-            except BaseException:
-                _rollback(connection)
-                raise
-            finally:
-                cursor.close()
-
-    def _begin(self, cursor: sqlite3.Cursor) -> None:
-        """Start a write transaction, waiting up to ``busy_timeout_ms``.
-
-        Polls every 0.1 to 2 ms (with jitter) while another process holds
-        the write lock, so the wait ends soon after the lock is free.
-        """
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        pause_seconds = BUSY_FIRST_PAUSE_SECONDS
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as err:
-                if not _is_busy(err) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause_seconds * random.uniform(0.5, 1.5))
-            pause_seconds = min(pause_seconds * 2, BUSY_LAST_PAUSE_SECONDS)
-
-    def close(self) -> None:
-        with self._use, self._lock:
-            self._closed = True
-            for connection in self._connections:
-                try:
-                    connection.close()
-                except sqlite3.Error:
-                    logger.debug("closing a SQLite connection failed", exc_info=True)
-            self._connections.clear()
-        self._local = threading.local()
-
-
-class PostgresStore(Store):
-    """The shared store for many workers and hosts, on PostgreSQL.
-
-    Uses a psycopg connection pool per process of at most ``pool_size``
-    connections (``GATEWAY_DB_POOL_SIZE``: the request threads plus the
-    dispatcher thread of one worker). Claims lock rows with ``FOR UPDATE
-    SKIP LOCKED`` so concurrent dispatchers never take the same event.
-    """
-
-    kind = "postgresql"
-    _claim_suffix = " FOR UPDATE SKIP LOCKED"
-
-    def __init__(self, url: str, *, pool_size: int = 4, timeout_seconds: float = 5.0):
-        try:
-            import psycopg
-            from psycopg_pool import ConnectionPool
-        except ImportError as err:
-            raise ConfigError(
-                "the PostgreSQL store needs psycopg and psycopg_pool"
-            ) from err
-        super().__init__()
-        self._errors: tuple[type[BaseException], ...] = (
-            psycopg.Error,
-            _pool_error(),
-        )
-        self.pool_size = max(pool_size, 1)
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=self.pool_size,
-            timeout=timeout_seconds,
-            open=False,
-            check=ConnectionPool.check_connection,
-            kwargs=_connection_options(url, timeout_seconds),
-        )
-        self._opened = False
-        self._open_lock = threading.Lock()
-
-    def _sql(self, statement: str) -> str:
-        return _to_format_params(statement)
-
-    def _ddl(self) -> list[str]:
-        return [
-            statement.format(serial="BIGSERIAL", real="DOUBLE PRECISION")
-            for statement in _SCHEMA
-        ]
-
-    def _minute_of(self, column: str) -> str:
-        # PostgreSQL rounds when casting to an integer; SQLite truncates.
-        return f"CAST(FLOOR({column} / 60) AS BIGINT)"
-
-    def _ensure_open(self) -> None:
-        if not self._opened:
-            with self._open_lock:
-                if not self._opened:
-                    self._pool.open(wait=False)
-                    self._opened = True
-
-    @contextmanager
-    def _transaction(self) -> Iterator[_Cursor]:
-        try:
-            self._ensure_open()
-            with self._pool.connection() as connection:
-                with connection.transaction(), connection.cursor() as cursor:
-                    yield cursor
-        except self._errors as err:
-            raise StoreError(
-                f"the PostgreSQL store failed: {type(err).__name__}"
-            ) from err
-
-    def _column_types(self) -> tuple[str, str]:
-        return "BIGSERIAL", "DOUBLE PRECISION"
-
-    def _lock_schema(self, cursor: _Cursor) -> None:
-        # An advisory lock keeps concurrent workers from racing on DDL.
-        cursor.execute("SELECT pg_advisory_xact_lock(727274)")
-
-    def _column_names(self, cursor: _Cursor, table: str) -> set[str]:
-        cursor.execute(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name = %s",
-            (table,),
-        )
-        return {row[0] for row in cursor.fetchall()}
-
-    def close(self) -> None:
-        if self._opened:
-            self._pool.close()
-            self._opened = False
-
-
 def open_store(url: str, *, pool_size: int = 4) -> Store:
     """Open the store named by a ``GATEWAY_DATABASE_URL`` value.
 
     :raises ConfigError: the URL names no supported back-end.
     """
+    # Imported here: both back-ends import this module for Store.
     if url.startswith("sqlite:///"):
+        from .store_sqlite import SQLiteStore
+
         return SQLiteStore(url[len("sqlite:///") :] or ":memory:")
     if url.startswith(("postgresql://", "postgres://")):
+        from .store_postgres import PostgresStore
+
         return PostgresStore(url, pool_size=pool_size)
     raise ConfigError(
         "GATEWAY_DATABASE_URL must start with sqlite:/// or postgresql://"
     )
 
 
-def _connection_options(url: str, timeout_seconds: float) -> dict[str, Any]:
-    """Connection settings for PostgreSQL: a connect timeout and a name.
+def __getattr__(name: str) -> Any:
+    """Load a back-end class on first use, for ``from gateway.store import``.
 
-    The gateway's sessions carry ``application_name`` (default
-    ``APPLICATION_NAME``) so operators can find them in
-    ``pg_stat_activity``; an ``application_name`` in the URL wins.
+    The back-ends subclass :class:`Store`, so importing them at the top
+    of this module would make an import cycle.
     """
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
+    if name == "SQLiteStore":
+        from .store_sqlite import SQLiteStore
 
-    options: dict[str, Any] = {"connect_timeout": max(int(timeout_seconds), 1)}
-    try:
-        named = "application_name" in conninfo_to_dict(url)
-    except psycopg.Error:  # a malformed URL fails at connect, as StoreError
-        named = False
-    if not named:
-        options["application_name"] = APPLICATION_NAME
-    return options
+        return SQLiteStore
+    if name == "PostgresStore":
+        from .store_postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _stored_event(row: Sequence[Any]) -> StoredEvent:
@@ -1233,30 +945,3 @@ def _event_filter(
 
 def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _is_busy(err: sqlite3.OperationalError) -> bool:
-    code = getattr(err, "sqlite_errorcode", None)
-    if code is not None:
-        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
-    return "locked" in str(err)
-
-
-def _rollback(connection: sqlite3.Connection) -> None:
-    try:
-        connection.execute("ROLLBACK")
-    except sqlite3.Error:
-        logger.debug("rollback failed", exc_info=True)
-
-
-def _to_format_params(statement: str) -> str:
-    return _QUESTION_MARK.sub("%s", statement)
-
-
-def _pool_error() -> type[BaseException]:
-    from psycopg_pool import PoolTimeout
-
-    return PoolTimeout
-
-
-_QUESTION_MARK = re.compile(r"\?")

@@ -1,0 +1,146 @@
+"""The embedded back-end of the event store: one SQLite file in WAL mode.
+
+``synchronous=FULL`` makes an acknowledged event survive a crash or a
+power loss. Each thread opens its own connection; the threads of one
+process take turns on a lock, and waiting for another process's write
+lock is done here in short polls with jitter rather than by SQLite's
+own busy handler, whose growing sleeps starve the process that lost the
+first race.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StoreError
+from .store import Cursor, Store
+
+logger = logging.getLogger(__name__)
+
+BUSY_FIRST_PAUSE_SECONDS = 0.0001
+BUSY_LAST_PAUSE_SECONDS = 0.002
+
+
+class SQLiteStore(Store):
+    """The embedded store: one SQLite file in WAL mode.
+
+    Each thread opens its own connection. Writes wait up to
+    ``busy_timeout_ms`` for the file lock held by another process.
+    """
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, *, busy_timeout_ms: int = 10_000):
+        super().__init__()
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # Held for each transaction and by close(): closing a connection
+        # that another thread is using crashes the sqlite3 module. SQLite
+        # serialises writers anyway, so this costs no concurrency; and the
+        # threads of this process get the file as soon as it is free, where
+        # SQLite's busy handler would sleep 1, 2, 5, 10... ms between polls.
+        self._use = threading.RLock()
+        self._closed = False
+        if path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create the folder of {path}") from err
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed event survives power loss, not only a crash.
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            # From here on, waiting for another process's write lock is
+            # done by _begin, in short steps; SQLite's own busy handler
+            # sleeps 1, 2, 5, 10... up to 100 ms per poll, which starves
+            # the process that lost the first race.
+            connection.execute("PRAGMA busy_timeout = 0")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        with self._use:
+            if self._closed:
+                raise StoreError("the SQLite store is closed")
+            try:
+                connection = self._connection()
+                cursor = connection.cursor()
+                self._begin(cursor)
+            except sqlite3.Error as err:
+                self._local.connection = None
+                raise StoreError(f"the SQLite store is unavailable: {err}") from err
+            try:
+                yield cursor
+                cursor.execute("COMMIT")
+            except sqlite3.Error as err:
+                _rollback(connection)
+                raise StoreError(f"the SQLite store failed: {err}") from err
+            except BaseException:
+                _rollback(connection)
+                raise
+            finally:
+                cursor.close()
+
+    def _begin(self, cursor: sqlite3.Cursor) -> None:
+        """Start a write transaction, waiting up to ``busy_timeout_ms``.
+
+        Polls every 0.1 to 2 ms (with jitter) while another process holds
+        the write lock, so the wait ends soon after the lock is free.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        pause_seconds = BUSY_FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as err:
+                if not _is_busy(err) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause_seconds * random.uniform(0.5, 1.5))
+            pause_seconds = min(pause_seconds * 2, BUSY_LAST_PAUSE_SECONDS)
+
+    def close(self) -> None:
+        with self._use, self._lock:
+            self._closed = True
+            for connection in self._connections:
+                try:
+                    connection.close()
+                except sqlite3.Error:
+                    logger.debug("closing a SQLite connection failed", exc_info=True)
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _is_busy(err: sqlite3.OperationalError) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return "locked" in str(err)
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    try:
+        connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        logger.debug("rollback failed", exc_info=True)
