@@ -38,9 +38,9 @@ from .cli_support import (
     json_option,
     render_table,
 )
-from .dispatch import handler_table, load_handlers, matching_handlers
 from .errors import ConfigError, StoreError
 from .messages import history
+from .signals import handler_table, load_handlers, matching_handlers
 from .store import EVENT_STATUSES, StoredEvent
 
 __all__ = ["cli", "main", "webhook_url"]

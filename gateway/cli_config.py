@@ -20,8 +20,8 @@ from .cli_support import (
     masked_url,
     render_table,
 )
-from .dispatch import load_handlers
 from .errors import ConfigError, StoreError
+from .signals import load_handlers
 
 
 @click.group("config")

@@ -47,8 +47,9 @@ from .deliveries import (
     prepare_body,
     sign_delivery,
 )
-from .dispatch import CLAIM_BATCH, HandlerOutcome, handler_name, signal
+from .dispatch import CLAIM_BATCH, HandlerOutcome
 from .events import Event
+from .signals import handler_name, signal
 from .store import Store
 from .web import Gateway, create_app, get_gateway
 

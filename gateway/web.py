@@ -40,7 +40,7 @@ from .config import (
     take_generated_secrets,
 )
 from .diagnosis import explain_refusal
-from .dispatch import Dispatcher, load_handlers, receiver_count
+from .dispatch import Dispatcher
 from .errors import (
     ConfigError,
     GatewayError,
@@ -65,6 +65,7 @@ from .limiter import (
 )
 from .provider import ProviderHealth, provider_health
 from .refusals import Refusal, RefusalLog, RefusalRecorder
+from .signals import load_handlers, receiver_count
 from .store import Store, open_store
 
 logger = logging.getLogger(__name__)
