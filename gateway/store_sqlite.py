@@ -15,7 +15,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,16 +63,23 @@ class SQLiteStore(Store):
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
             )
-            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a committed event survives power loss, not only a crash.
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            # From here on, waiting for another process's write lock is
-            # done by _begin, in short steps; SQLite's own busy handler
-            # sleeps 1, 2, 5, 10... up to 100 ms per poll, which starves
-            # the process that lost the first race.
-            connection.execute("PRAGMA busy_timeout = 0")
+            try:
+                # Switching a new file to WAL can answer "locked" at once,
+                # without SQLite's busy handler, while another connection
+                # switches it too; so it waits in the same short steps.
+                self._when_free(lambda: connection.execute("PRAGMA journal_mode = WAL"))
+                # FULL: a committed event survives power loss, not only a
+                # crash.
+                connection.execute("PRAGMA synchronous = FULL")
+                connection.execute("PRAGMA foreign_keys = ON")
+                # Waiting for another process's write lock is done by
+                # _when_free, in short steps; SQLite's own busy handler
+                # sleeps 1, 2, 5, 10... up to 100 ms per poll, which starves
+                # the process that lost the first race.
+                connection.execute("PRAGMA busy_timeout = 0")
+            except sqlite3.Error:
+                connection.close()
+                raise
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -103,16 +110,21 @@ class SQLiteStore(Store):
                 cursor.close()
 
     def _begin(self, cursor: sqlite3.Cursor) -> None:
-        """Start a write transaction, waiting up to ``busy_timeout_ms``.
+        """Start a write transaction, waiting up to ``busy_timeout_ms``."""
+        self._when_free(lambda: cursor.execute("BEGIN IMMEDIATE"))
+
+    def _when_free(self, action: Callable[[], object]) -> None:
+        """Run ``action``, retrying while the database is locked.
 
         Polls every 0.1 to 2 ms (with jitter) while another process holds
-        the write lock, so the wait ends soon after the lock is free.
+        the lock, so the wait ends soon after the lock is free; gives up
+        after ``busy_timeout_ms`` with SQLite's own error.
         """
         deadline = time.monotonic() + self.busy_timeout_ms / 1000
         pause_seconds = BUSY_FIRST_PAUSE_SECONDS
         while True:
             try:
-                cursor.execute("BEGIN IMMEDIATE")
+                action()
                 return
             except sqlite3.OperationalError as err:
                 if not _is_busy(err) or time.monotonic() >= deadline:
