@@ -45,6 +45,9 @@ limit_request_field_size = 16384
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG", "-") or None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
+# No control socket: its default path in the home folder is shared by
+# every gunicorn on the host.
+control_socket_disable = True
 
 
 def _gateway(worker):

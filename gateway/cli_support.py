@@ -37,6 +37,8 @@ MAX_CELL_CHARS = 60
 # Environment variables whose values are masked even when the
 # configuration cannot be loaded (a ConfigError message could echo one).
 _SENSITIVE_NAME = re.compile(r"(SECRET|API_KEY|TOKEN|PASSWORD)", re.IGNORECASE)
+# The last second a date-time can show (9999-12-31T23:59:59Z).
+LAST_MOMENT = 253_402_300_799
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -236,15 +238,19 @@ def parse_moment(text: str, *, now: float | None = None) -> float:
     if cleaned.lower() == "now":
         return moment
     relative = _RELATIVE.match(cleaned)
-    if relative:
-        amount, unit = relative.groups()
-        return moment - float(amount) * _UNIT_SECONDS[unit.lower()]
     try:
-        return parse_iso_time(cleaned)
-    except ValueError:
+        if relative:
+            amount, unit = relative.groups()
+            result = moment - float(amount) * _UNIT_SECONDS[unit.lower()]
+        else:
+            result = parse_iso_time(cleaned)
+    except (ValueError, OverflowError):
+        result = None
+    if result is None or not 0 <= result <= LAST_MOMENT:
         raise ValueError(
             f"{text!r} is not a time; use e.g. 2h, 30m, 7d or 2026-01-31T12:00"
-        ) from None
+        )
+    return result
 
 
 class MomentType(click.ParamType):  # type: ignore[type-arg]

@@ -89,6 +89,7 @@ class Settings:
     data_dir: str
     ratelimit_storage_uri: str
     ratelimit_default: str
+    config_path: str
     ratelimit_unverified: str
     trusted_proxies: int
     handler_modules: tuple[str, ...]
@@ -186,6 +187,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         data_dir=data_dir,
         ratelimit_storage_uri=storage_uri,
         ratelimit_default=rate_default,
+        config_path=config_path,
         ratelimit_unverified=unverified_limit,
         trusted_proxies=_integer(environ, "GATEWAY_TRUSTED_PROXIES", 0, low=0, high=10),
         handler_modules=tuple(_split(_text(environ, "GATEWAY_HANDLERS", ""))),

@@ -331,7 +331,12 @@ class Dispatcher:
             binding.receiver(event.source, event=event)
         except DoNotRetry as err:
             error, failure, retry = _describe(err), err, False
-        except Exception as err:  # one handler's failure must not stop the others
+        # SystemExit counts too: a handler calling sys.exit() must not end
+        # the dispatcher thread and leave its event stuck.
+        except (
+            Exception,
+            SystemExit,
+        ) as err:  # one handler's failure must not stop the others
             error, failure = _describe(err), err
         duration_ms = (time.perf_counter() - started) * 1000
         now = self.clock()
@@ -447,7 +452,7 @@ class Dispatcher:
             except StoreError:
                 logger.error("dispatcher pass failed; will retry", exc_info=True)
                 handled = 0
-            except Exception:  # the thread must survive anything a pass raises
+            except (Exception, SystemExit):  # the thread must survive any pass
                 logger.exception("dispatcher pass failed unexpectedly")
                 handled = 0
             if handled:

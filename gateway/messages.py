@@ -11,6 +11,7 @@ The state lives in the gateway's event store, shared by every worker.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from typing import Any
@@ -93,15 +94,21 @@ def parse_timestamp(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            moment = float(value)
+        except OverflowError:
+            return None
+        return moment if math.isfinite(moment) else None
     if isinstance(value, str) and value.strip():
         text = value.strip()
         try:
-            return float(text)
+            moment = float(text)
         except ValueError:
             pass
+        else:
+            return moment if math.isfinite(moment) else None
         try:
             return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
     return None

@@ -23,11 +23,12 @@ All times are unix seconds (float).
 
 from __future__ import annotations
 
+import hashlib
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .schema import create_statements, upgrade_statements
 from .store_inbox import InboxQueries
 from .store_messages import MessageQueries
@@ -92,15 +93,19 @@ class Store(InboxQueries, OutcomeQueries, ReadQueries, ReplayQueries, MessageQue
         since (``duplicates``, ``last_duplicate_at``); existing rows take
         their defaults. Runs in one transaction; concurrent workers are
         serialised (PostgreSQL's advisory lock, SQLite's write lock).
+        A schema already current is left alone without taking any lock
+        (see :meth:`_apply_schema`).
         """
         serial, real = self._column_types()
-        with self._transaction() as cursor:
-            self._lock_schema(cursor)
+
+        def apply(cursor: Cursor) -> None:
             for statement in create_statements(serial, real):
                 cursor.execute(statement)
             present = self._column_names(cursor, "events")
             for statement in upgrade_statements(present, real):
                 cursor.execute(statement)
+
+        self._apply_schema(create_statements(serial, real), apply)
 
     def create_tables(self, statements: Sequence[str]) -> None:
         """Create a companion module's tables and indexes, if missing.
@@ -110,10 +115,50 @@ class Store(InboxQueries, OutcomeQueries, ReadQueries, ReplayQueries, MessageQue
         one transaction, serialised like :meth:`migrate`.
         """
         serial, real = self._column_types()
+        formatted = [
+            statement.format(serial=serial, real=real) for statement in statements
+        ]
+
+        def apply(cursor: Cursor) -> None:
+            for statement in formatted:
+                cursor.execute(statement)
+
+        self._apply_schema(formatted, apply)
+
+    def _apply_schema(
+        self, statements: Sequence[str], apply: Callable[[Cursor], None]
+    ) -> None:
+        # Even "CREATE INDEX IF NOT EXISTS" locks its table on PostgreSQL,
+        # which deadlocked with live inserts whenever a worker started
+        # under load. So a mark of each applied set of statements is kept,
+        # and a set already applied is skipped after one cheap read.
+        mark = hashlib.sha256("\n".join(statements).encode()).hexdigest()
+        if self._has_schema_mark(mark):
+            return
         with self._transaction() as cursor:
             self._lock_schema(cursor)
-            for statement in statements:
-                cursor.execute(statement.format(serial=serial, real=real))
+            apply(cursor)
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS schema_marks (mark TEXT PRIMARY KEY)"
+            )
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO schema_marks (mark) VALUES (?)"
+                    " ON CONFLICT (mark) DO NOTHING"
+                ),
+                (mark,),
+            )
+
+    def _has_schema_mark(self, mark: str) -> bool:
+        try:
+            with self._transaction() as cursor:
+                cursor.execute(
+                    self._sql("SELECT 1 FROM schema_marks WHERE mark = ?"), (mark,)
+                )
+                return cursor.fetchone() is not None
+        except StoreError:
+            # No marks table yet (a new or older database): apply in full.
+            return False
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement of a companion module in its own transaction.

@@ -11,6 +11,7 @@ first race.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -51,6 +52,7 @@ class SQLiteStore(Store):
         # SQLite's busy handler would sleep 1, 2, 5, 10... ms between polls.
         self._use = threading.RLock()
         self._closed = False
+        self._file_id: tuple[int, int] | None = None
         if path != ":memory:":
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,15 @@ class SQLiteStore(Store):
             except sqlite3.Error:
                 connection.close()
                 raise
+            if self._file_id is None and self.path != ":memory:":
+                try:
+                    status = os.stat(self.path)
+                except OSError as err:
+                    connection.close()
+                    raise StoreError(
+                        f"cannot read the SQLite file {self.path}"
+                    ) from err
+                self._file_id = (status.st_dev, status.st_ino)
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -90,6 +101,7 @@ class SQLiteStore(Store):
         with self._use:
             if self._closed:
                 raise StoreError("the SQLite store is closed")
+            self._check_file()
             try:
                 connection = self._connection()
                 cursor = connection.cursor()
@@ -108,6 +120,36 @@ class SQLiteStore(Store):
                 raise
             finally:
                 cursor.close()
+
+    def _check_file(self) -> None:
+        """Refuse to write once the database file is gone or replaced.
+
+        Open connections would go on writing into a deleted file that no
+        new process can read: every event acknowledged then would be lost
+        at the next restart. So the file's identity is checked before each
+        transaction (one stat call); the answer is then 503 and /readyz
+        says the store is unreachable until an operator restores the file
+        and restarts.
+        """
+        if self.path == ":memory:":
+            return
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            if self._file_id is None:
+                return  # not created yet: the first connection creates it
+            raise StoreError(
+                f"the SQLite file {self.path} was removed; restore it and restart"
+            ) from None
+        except OSError as err:
+            raise StoreError(f"cannot read the SQLite file {self.path}") from err
+        identity = (status.st_dev, status.st_ino)
+        if self._file_id is None:
+            self._file_id = identity
+        elif identity != self._file_id:
+            raise StoreError(
+                f"the SQLite file {self.path} was replaced; restart the gateway"
+            )
 
     def _begin(self, cursor: sqlite3.Cursor) -> None:
         """Start a write transaction, waiting up to ``busy_timeout_ms``."""

@@ -348,7 +348,11 @@ def gateway_app(
     app = create_app(config, clock=gateway_clock)
     app.testing = True
     yield app
-    get_gateway(app).store.close()
+    gateway = get_gateway(app)
+    if gateway.refusals is not None:
+        # Let queued refusals reach the store before it closes.
+        gateway.refusals.flush()
+    gateway.store.close()
 
 
 @pytest.fixture

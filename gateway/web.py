@@ -132,14 +132,18 @@ def create_app(
     settings = config if isinstance(config, Settings) else load_settings(config)
     logs.configure(settings.log_level, settings.log_format)
     logs.register_secrets(secret_values(settings))
-    _announce_generated_secrets()
+    _announce_generated_secrets(settings)
     load_handlers(settings.handler_modules)
     clock = clock or time.time
 
     app = Flask("gateway")
-    app.config["MAX_CONTENT_LENGTH"] = max(
-        source.max_body_bytes for source in settings.sources.values()
+    # One byte above the largest limit: _read_body reads limit + 1 bytes to
+    # tell "exactly the limit" (accepted) from "over it" (413).
+    app.config["MAX_CONTENT_LENGTH"] = (
+        max(source.max_body_bytes for source in settings.sources.values()) + 1
     )
+    # "//api//webhooks//x" is not ours: a 404 in JSON, not an HTML redirect.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     trust_proxies(app, settings.trusted_proxies)
     limiter = build_limiter(app, settings)
@@ -517,18 +521,38 @@ def _is_request_id(value: str) -> bool:
     )
 
 
-def _announce_generated_secrets() -> None:
-    for source, secret, path in take_generated_secrets():
+def _announce_generated_secrets(settings: Settings) -> None:
+    created = {
+        source: (secret, path) for source, secret, path in take_generated_secrets()
+    }
+    for name, source in settings.sources.items():
+        if not source.generated_secret:
+            continue
+        if name == "integration" and not settings.config_path:
+            how = "set INTEGRATION_SECRET_KEY to use your own"
+        else:
+            how = f"set the secrets of [sources.{name}] in GATEWAY_CONFIG"
+        if name not in created:
+            # Made earlier (by another worker, a restart or the CLI): say
+            # where it is, never what it is.
+            logger.warning(
+                "using a development secret; set a real one before production",
+                extra={
+                    "source": name,
+                    "path": f"{settings.data_dir}/dev-secret-{name}",
+                },
+            )
+            continue
+        secret, path = created[name]
         logger.warning(
             "generated a development secret; set a real one before production",
-            extra={"source": source, "path": path},
+            extra={"source": name, "path": path},
         )
         # Shown once, on the terminal only (never in a log line), so the
         # developer can sign test deliveries.
         sys.stderr.write(
-            f"\n  Development secret for source {source!r}: {secret}\n"
-            f"  (kept in {path}; set INTEGRATION_SECRET_KEY or GATEWAY_CONFIG "
-            f"to use your own)\n\n"
+            f"\n  Development secret for source {name!r}: {secret}\n"
+            f"  (kept in {path}; {how})\n\n"
         )
         sys.stderr.flush()
 

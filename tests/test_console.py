@@ -704,3 +704,27 @@ def test_long_reasons_are_shortened_on_one_line():
 def test_body_summary_gives_size_and_hash_prefix():
     assert present.body_summary(1234, "ab" * 32) == "1,234 B · sha256 abababababab…"
     assert present.body_summary(None, None) == "–"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/console/events/99999999999999999999999",
+        "/console/api/events/99999999999999999999999",
+        "/console/refusals/999999999999999999999",
+        "/console/deliveries?before=99999999999999999999999999",
+        "/console/deliveries?before=%C2%B2",
+        "/console/deliveries?status=refused&before=%C2%B2",
+        "/console/api/deliveries?before=99999999999999999999999999",
+    ],
+)
+def test_out_of_range_keys_are_not_found_never_500(console, delivered, url):
+    response = console.get(url, headers=BEARER)
+    assert response.status_code in (200, 404)
+
+
+def test_sign_in_next_with_a_line_break_goes_to_the_overview(console):
+    response = console.get("/console/login?next=/console/%0d%0aX", headers=BEARER)
+    assert response.status_code == 303
+    assert "\r" not in response.headers["Location"]
+    assert response.headers["Location"].endswith("/console/")

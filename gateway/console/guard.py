@@ -205,6 +205,6 @@ def _http_error(error: HTTPException) -> tuple[str, int]:
 def _safe_next(target: str | None) -> str:
     # Only a path inside the console, so the sign-in form is no open redirect.
     if target and target.startswith("/console") and not target.startswith("//"):
-        if "\\" not in target and "//" not in target:
+        if "\\" not in target and "//" not in target and target.isprintable():
             return target
     return url_for("console.overview")

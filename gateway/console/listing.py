@@ -82,7 +82,7 @@ class Filters:
                 )
                 times[name], texts[name] = None, ""
         before_text = args.get("before", "").strip()
-        before = int(before_text) if before_text.isdigit() else None
+        before = parse_key(before_text)
         return cls(
             source=source,
             type=type_,
@@ -195,8 +195,20 @@ def event_row(stored: StoredEvent) -> dict[str, Any]:
     }
 
 
+MAX_KEY = 2**63 - 1
+
+
+def parse_key(text: str) -> int | None:
+    """A store key from a query string: ASCII digits within 64 bits, or None."""
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 def event_or_404(pk: int) -> StoredEvent:
     """The stored event ``pk``; aborts with 404 when there is none."""
+    if pk > MAX_KEY:
+        abort(404)
     stored = get_gateway().store.get_event(pk)
     if stored is None:
         abort(404)

@@ -23,6 +23,7 @@ from .api import deliveries_json, event_json
 from .guard import protect
 from .listing import (
     FILTER_LABELS,
+    MAX_KEY,
     PAGE_SIZE,
     STATUS_LABELS,
     Filters,
@@ -189,7 +190,7 @@ def refusal_page(refusal_id: int) -> str:
     console shows it because every page is behind the operator's
     credentials. The body, signatures and secrets were never kept.
     """
-    refusal = refusal_log().get(refusal_id)
+    refusal = refusal_log().get(refusal_id) if refusal_id <= MAX_KEY else None
     if refusal is None:
         abort(404)
     names = [name for name in (refusal.header_names or "").split(",") if name]
