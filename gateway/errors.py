@@ -2,7 +2,7 @@
 
 Every refusal a client can see is a :class:`GatewayError` subclass that
 carries its HTTP ``status`` and machine ``code`` (CONTRACT.md section 1).
-The single error handler in ``web.py`` turns them into JSON answers.
+The error handlers in ``answers.py`` turn them into JSON answers.
 """
 
 from __future__ import annotations
