@@ -41,12 +41,14 @@ from .lifecycle import count_secret_match, warn_expiring_secrets
 from .limiter import build_limiter, limit_webhooks, trust_proxies
 from .probes import liveness, readiness
 from .provider import provider_health
+from .receive import READ_CHUNK_BYTES
 from .receive import receive as receive_delivery
 from .refusals import Refusal, RefusalLog, RefusalRecorder
 from .signals import load_handlers, receiver_count
 from .store import open_store
 
 __all__ = [
+    "READ_CHUNK_BYTES",
     "REQUEST_ID_HEADER",
     "Gateway",
     "create_app",
