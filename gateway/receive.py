@@ -45,6 +45,14 @@ _BODY_READ_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def receive(source_name: str) -> tuple[Response, int]:
+    """Take one delivery for ``source_name``: the webhook view's work.
+
+    Checks in the contract's order (CONTRACT.md section 1): source,
+    method, backpressure, body size, signature over the raw bytes,
+    parsing; then stores the event and answers 202 (200 for a repeat, the
+    Slack challenge for a url_verification). Refusals are raised as
+    :class:`GatewayError` for the error handlers in ``answers.py``.
+    """
     gateway = get_gateway()
     source = gateway.settings.sources.get(source_name)
     g.delivery = {"source": source_name}
