@@ -101,31 +101,21 @@ def overview() -> str:
     for at, _, duration_ms, _ in list(console_state().answers):
         if at >= since:
             acks[int(at // 60)].append(duration_ms)
-    ack_chart = charts.minute_lines(
+    ack_chart = _latency_chart(
         "Acknowledgement latency",
         "Time from request to answer, this worker process only.",
         minutes,
-        {
-            "p50": [present.percentile(acks[minute], 0.5) for minute in minutes],
-            "p95": [present.percentile(acks[minute], 0.95) for minute in minutes],
-        },
-        {"p50": "median", "p95": "95th percentile"},
-        "ms",
+        acks,
     )
     waits: dict[int, list[float]] = defaultdict(list)
     for attempt in store.recent_attempts(since=since):
         if attempt.attempt == 1:
             waits[int(attempt.at // 60)].append(attempt.seconds_since_receipt * 1000)
-    dispatch_chart = charts.minute_lines(
+    dispatch_chart = _latency_chart(
         "Dispatch latency",
         "Time from receipt to the end of each handler's first try.",
         minutes,
-        {
-            "p50": [present.percentile(waits[minute], 0.5) for minute in minutes],
-            "p95": [present.percentile(waits[minute], 0.95) for minute in minutes],
-        },
-        {"p50": "median", "p95": "95th percentile"},
-        "ms",
+        waits,
     )
     figures = delivery_figures(store)
     total = figures["total"]
@@ -303,4 +293,21 @@ def _refusals(filters: Filters) -> str:
         sources=sorted(get_gateway().settings.sources),
         statuses=FILTER_LABELS,
         live_url=None,
+    )
+
+
+def _latency_chart(
+    title: str, blurb: str, minutes: list[int], samples: dict[int, list[float]]
+) -> charts.Chart:
+    """A chart of the median and 95th percentile per minute, in ms."""
+    return charts.minute_lines(
+        title,
+        blurb,
+        minutes,
+        {
+            "p50": [present.percentile(samples[minute], 0.5) for minute in minutes],
+            "p95": [present.percentile(samples[minute], 0.95) for minute in minutes],
+        },
+        {"p50": "median", "p95": "95th percentile"},
+        "ms",
     )
