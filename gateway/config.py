@@ -25,6 +25,7 @@ from .config_sources import (
     SourceConfig,
     build_source,
     read_toml,
+    secret_file,
     take_generated_secrets,
 )
 from .config_values import (
@@ -38,6 +39,7 @@ from .config_values import (
 from .errors import ConfigError
 
 __all__ = [
+    "secret_file",
     "DEFAULT_DATA_DIR",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_RATE_LIMIT",

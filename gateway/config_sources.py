@@ -9,12 +9,13 @@ a file under the data directory so every worker shares it.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import re
 import secrets as secrets_module
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,36 +228,52 @@ def _secret_entry(
 def _development_secret(source: str, scheme: str, data_dir: str) -> str:
     """Return this source's development secret, creating it on first use.
 
-    The secret is kept in a file so that every worker process and every
-    restart shares it; it is shown once, by the caller, when created.
+    It is shown once, by the caller, when created.
     """
+
+    def make() -> str:
+        if scheme == "standard":
+            return "whsec_" + base64.b64encode(secrets_module.token_bytes(32)).decode()
+        return secrets_module.token_hex(32)
+
     path = Path(data_dir) / f"dev-secret-{source}"
+    secret, created = secret_file(path, make)
+    if created:
+        _NEWLY_GENERATED.append((source, secret, str(path)))
+    return secret
+
+
+def secret_file(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
+    """Read a generated secret from ``path``, creating it with ``make`` first.
+
+    The file (mode 0600) lets every worker process and every restart
+    share one development secret; when several processes start at once,
+    exactly one creates it and the others read it. Returns the secret and
+    whether this call created it.
+
+    :raises ConfigError: the file cannot be read or written.
+    """
     try:
-        return path.read_text().strip()
+        return path.read_text().strip(), False
     except FileNotFoundError:
         pass
     except OSError as err:
         raise ConfigError(
-            f"cannot read the development secret file {path}: {err}"
-        ) from err
-    secret = secrets_module.token_hex(32)
-    if scheme == "standard":
-        import base64
-
-        secret = "whsec_" + base64.b64encode(secrets_module.token_bytes(32)).decode()
+            f"cannot read the secret file {path}: {err.strerror}"
+        ) from None
+    secret = make()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return path.read_text().strip()
+        return path.read_text().strip(), False
     except OSError as err:
         raise ConfigError(
-            f"cannot write the development secret file {path}: {err}"
-        ) from err
+            f"cannot write the secret file {path}: {err.strerror}"
+        ) from None
     with os.fdopen(descriptor, "w") as handle:
         handle.write(secret + "\n")
-    _NEWLY_GENERATED.append((source, secret, str(path)))
-    return secret
+    return secret, True
 
 
 _NEWLY_GENERATED: list[tuple[str, str, str]] = []

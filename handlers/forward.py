@@ -51,7 +51,7 @@ from requests.adapters import HTTPAdapter
 
 from gateway import DoNotRetry, Event, on
 from gateway.client import USER_AGENT
-from gateway.config import DEFAULT_DATA_DIR
+from gateway.config import DEFAULT_DATA_DIR, secret_file
 from gateway.errors import ConfigError
 from gateway.logs import register_secrets
 from gateway.schemes import get_scheme
@@ -330,22 +330,14 @@ def _development_secret(data_dir: Path) -> str:
     the terminal when created, never in a log line.
     """
     path = data_dir / DEV_SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_KEY_BYTES)).decode()
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Another worker created it between our check and our open.
-        return path.read_text().strip()
-    except OSError as err:
-        raise ConfigError(
-            f"cannot write the development forwarding secret file {path}: "
-            f"{err.strerror}"
-        ) from None
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secret + "\n")
+    secret, created = secret_file(
+        path,
+        lambda: (
+            "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_KEY_BYTES)).decode()
+        ),
+    )
+    if not created:
+        return secret
     logger.warning(
         "generated a development forwarding secret; set %s before production",
         SECRET_VARIABLE,
